@@ -1,0 +1,282 @@
+"""Equations of state of sea water: potential density from temperature and salinity.
+
+Two equations of state are provided, each evaluated from a single table of coefficients:
+
+``"teos10-poly"``
+    The polynomial fit to TEOS-10 used by NEMO (``src/OCE/TRA/eosbn2.F90``), from
+    Roquet, F., Madec, G., McDougall, T. J. and Barker, P. M. (2015), "Accurate polynomial
+    expressions for the density and specific volume of seawater using the TEOS-10 standard",
+    *Ocean Modelling*, 90, 29-43, doi:10.1016/j.ocemod.2015.04.002. The coefficients are package
+    data (``xoceandiff/data/eos_teos10_polynomial.json``); the surface-referenced potential density
+    uses its 28 ``EOSij0`` terms.
+``"seos"``
+    The simplified S-EOS of the same paper, as run by the DINO configuration: linear in salinity,
+    quadratic in temperature, with a thermobaric term.
+
+Every function is plain arithmetic (``+``, ``*``, ``abs``, ``** 0.5``), so the same code runs
+unchanged on Python floats, numpy arrays, xarray DataArrays (dask-backed ones stay lazy) and torch
+tensors (differentiable through autograd, dtype and device preserved). Where an input is a
+DataArray, the result is a DataArray named ``rhop`` with CF attributes.
+
+In NEMO the model fields are used directly as Conservative Temperature (°C) and Absolute Salinity
+(g/kg); so are they here.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeAlias
+
+import numpy as np
+import xarray as xr
+
+from xoceandiff.errors import InvalidDataError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "EOS_NAMES",
+    "SEOS_CONSTANTS",
+    "TEOS10_CONSTANTS",
+    "TEOS10_COEFFICIENTS",
+    "sigma0_teos10",
+    "density_seos",
+    "potential_density",
+]
+
+FieldLike: TypeAlias = "float | np.ndarray | xr.DataArray | torch.Tensor"
+"""What the functions accept and return: a number, a numpy array, a DataArray or a torch tensor."""
+
+EOS_NAMES: tuple[str, ...] = ("teos10-poly", "seos")
+"""Names accepted by :func:`potential_density`."""
+
+_DATA_FILE = "eos_teos10_polynomial.json"
+_OUTPUT_NAME = "rhop"
+_STANDARD_NAME = "sea_water_potential_density"
+_UNITS = "kg m-3"
+_POLY_DEGREE = 6  # total degree in (zs, zt) of the surface terms EOSij0
+
+
+def _load_teos10_table() -> dict:
+    """Read the coefficient table shipped as package data."""
+    text = (
+        resources.files("xoceandiff")
+        .joinpath("data")
+        .joinpath(_DATA_FILE)
+        .read_text(encoding="utf-8")
+    )
+    return json.loads(text)
+
+
+_TABLE = _load_teos10_table()
+
+TEOS10_CONSTANTS: MappingProxyType[str, float] = MappingProxyType(
+    {name: float(value) for name, value in _TABLE["constants"].items()}
+)
+"""Scaling constants of the TEOS-10 polynomial: ``rdeltaS``, ``r1_S0``, ``r1_T0``, ``r1_Z0``."""
+
+TEOS10_COEFFICIENTS: MappingProxyType[str, float] = MappingProxyType(
+    {name: float(value) for name, value in _TABLE["coefficients"].items()}
+)
+"""The coefficients ``EOSijk`` (multiplying ``zs**i * zt**j * zh**k``), read from package data."""
+
+
+def _surface_horner_table() -> tuple[tuple[float, ...], ...]:
+    """Arrange the ``EOSij0`` coefficients for Horner's scheme.
+
+    Element ``j`` holds the coefficients of ``zt**j`` as a polynomial in ``zs``, in ascending powers
+    of ``zs``: ``(EOS0j0, EOS1j0, ..., EOS(6-j)j0)``.
+    """
+    rows = []
+    for j in range(_POLY_DEGREE + 1):
+        try:
+            rows.append(
+                tuple(TEOS10_COEFFICIENTS[f"EOS{i}{j}0"] for i in range(_POLY_DEGREE + 1 - j))
+            )
+        except KeyError as err:  # pragma: no cover - the shipped table is complete
+            raise InvalidDataError(
+                f"the TEOS-10 coefficient table {_DATA_FILE!r} lacks {err.args[0]}; "
+                "reinstall xoceandiff"
+            ) from None
+    return tuple(rows)
+
+
+_SIGMA0_HORNER = _surface_horner_table()
+
+SEOS_CONSTANTS: MappingProxyType[str, float] = MappingProxyType(
+    {
+        "a0": 0.165,  # linear thermal expansion coefficient, kg m-3 K-1
+        "b0": 0.76554,  # linear haline contraction coefficient, kg m-3 (g/kg)-1
+        "lambda1": 0.06,  # cabbeling coefficient in T^2, K-1
+        "mu1": 1.497e-4,  # thermobaric coefficient, m-1
+        "T0": 10.0,  # reference temperature, degC
+        "S0": 35.0,  # reference salinity, g/kg
+    }
+)
+"""Constants of the simplified S-EOS as run by DINO (Roquet et al. 2015)."""
+
+
+def _horner(coefficients: tuple[float, ...], x: FieldLike) -> FieldLike:
+    """Evaluate ``sum_n coefficients[n] * x**n`` by Horner's scheme."""
+    result = coefficients[-1]
+    for c in reversed(coefficients[:-1]):
+        result = result * x + c
+    return result
+
+
+def _finish(result: FieldLike, long_name: str) -> FieldLike:
+    """Give DataArray results a name and CF attributes; leave anything else untouched."""
+    if isinstance(result, xr.DataArray):
+        result = result.rename(_OUTPUT_NAME)
+        result.attrs = {
+            "standard_name": _STANDARD_NAME,
+            "units": _UNITS,
+            "long_name": long_name,
+        }
+    return result
+
+
+def sigma0_teos10(temperature: FieldLike, salinity: FieldLike) -> FieldLike:
+    r"""Potential density referenced to the surface, NEMO TEOS-10 polynomial.
+
+    The polynomial of Roquet et al. (2015) as coded in NEMO, evaluated at zero depth:
+
+    .. math::
+
+        \rho_\theta = \sum_{i=0}^{6} \sum_{j=0}^{6-i} \mathrm{EOS}_{ij0}\, z_s^i\, z_t^j,
+        \qquad z_t = T\, r_{1,T0}, \qquad
+        z_s = \sqrt{\lvert S + \delta_S \rvert\, r_{1,S0}}
+
+    with :math:`r_{1,T0} = 1/40`, :math:`\delta_S = 32` and :math:`r_{1,S0} = 0.875/35.16504`.
+    It is evaluated by Horner's scheme, nested in :math:`z_t` whose coefficients are polynomials in
+    :math:`z_s`. The result agrees with TEOS-10 (``gsw.sigma0(SA, CT) + 1000``) to about
+    :math:`10^{-3}` kg m-3 over the oceanic range.
+
+    Parameters
+    ----------
+    temperature : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Conservative Temperature :math:`T` (°C).
+    salinity : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Absolute Salinity :math:`S` (g/kg), broadcastable against ``temperature``.
+
+    Returns
+    -------
+    float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Potential density :math:`\sigma_0 + 1000` (kg m-3), of the type of the inputs. A DataArray
+        result is named ``rhop`` and carries ``standard_name``, ``units`` and ``long_name``;
+        dask-backed inputs give a lazy result; torch inputs keep their dtype, device and graph.
+
+    References
+    ----------
+    Roquet, F., Madec, G., McDougall, T. J. and Barker, P. M. (2015). Accurate polynomial
+    expressions for the density and specific volume of seawater using the TEOS-10 standard.
+    Ocean Modelling, 90, 29-43.
+
+    Examples
+    --------
+    >>> round(float(sigma0_teos10(10.0, 35.0)), 4)
+    1026.8248
+    >>> round(float(sigma0_teos10(0.0, 35.0)), 4)
+    1027.9744
+    """
+    zt = temperature * TEOS10_CONSTANTS["r1_T0"]
+    zs = (abs(salinity + TEOS10_CONSTANTS["rdeltaS"]) * TEOS10_CONSTANTS["r1_S0"]) ** 0.5
+    result = _horner(_SIGMA0_HORNER[-1], zs)
+    for row in reversed(_SIGMA0_HORNER[:-1]):
+        result = result * zt + _horner(row, zs)
+    return _finish(result, "Sea water potential density (TEOS-10 polynomial, surface reference)")
+
+
+def density_seos(
+    temperature: FieldLike,
+    salinity: FieldLike,
+    depth: FieldLike = 0.0,
+    rho0: float = 1026.0,
+) -> FieldLike:
+    r"""Density from the simplified S-EOS that DINO runs with.
+
+    .. math::
+
+        \rho = \rho_0 - a_0 \left(1 + \tfrac{1}{2} \lambda_1 T_a + \mu_1 z\right) T_a + b_0 S_a,
+        \qquad T_a = T - 10, \qquad S_a = S - 35
+
+    with :math:`a_0 = 0.165`, :math:`b_0 = 0.76554`, :math:`\lambda_1 = 0.06`,
+    :math:`\mu_1 = 1.497 \times 10^{-4}` (see :data:`SEOS_CONSTANTS`) and :math:`z` the depth in m,
+    positive down. The :math:`\mu_1 z` term is thermobaricity; at ``depth=0`` the result is the
+    potential density referenced to the surface.
+
+    Parameters
+    ----------
+    temperature : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Temperature :math:`T` (°C).
+    salinity : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Salinity :math:`S` (g/kg), broadcastable against ``temperature``.
+    depth : float, numpy.ndarray, xarray.DataArray or torch.Tensor, default 0.0
+        Depth :math:`z` (m, positive down), broadcastable against the other inputs.
+    rho0 : float, default 1026.0
+        Reference density :math:`\rho_0` (kg m-3). A constant offset: it does not change which
+        cells are statically unstable.
+
+    Returns
+    -------
+    float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Density (kg m-3), of the type of the inputs; a DataArray result is named ``rhop`` and
+        carries ``standard_name``, ``units`` and ``long_name``.
+
+    Examples
+    --------
+    >>> float(density_seos(10.0, 35.0))
+    1026.0
+    >>> round(float(density_seos(20.0, 36.0, depth=1000.0)), 6)
+    1024.373535
+    """
+    c = SEOS_CONSTANTS
+    ta = temperature - c["T0"]
+    sa = salinity - c["S0"]
+    result = rho0 - c["a0"] * (1.0 + 0.5 * c["lambda1"] * ta + c["mu1"] * depth) * ta + c["b0"] * sa
+    return _finish(result, "Sea water potential density (simplified S-EOS)")
+
+
+def potential_density(
+    temperature: FieldLike, salinity: FieldLike, eos: str = "teos10-poly"
+) -> FieldLike:
+    """Potential density referenced to the surface, from the named equation of state.
+
+    Parameters
+    ----------
+    temperature : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Temperature (°C): Conservative Temperature for ``"teos10-poly"``.
+    salinity : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Salinity (g/kg): Absolute Salinity for ``"teos10-poly"``.
+    eos : {"teos10-poly", "seos"}, default "teos10-poly"
+        ``"teos10-poly"``: :func:`sigma0_teos10` (what the paper's density metrics use).
+        ``"seos"``: :func:`density_seos` at ``depth=0`` with the default ``rho0``.
+
+    Returns
+    -------
+    float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Potential density (kg m-3), of the type of the inputs.
+
+    Raises
+    ------
+    InvalidDataError
+        If ``eos`` is not one of :data:`EOS_NAMES`.
+
+    Examples
+    --------
+    >>> round(float(potential_density(10.0, 35.0)), 4)
+    1026.8248
+    >>> float(potential_density(10.0, 35.0, eos="seos"))
+    1026.0
+    """
+    if eos == "teos10-poly":
+        return sigma0_teos10(temperature, salinity)
+    if eos == "seos":
+        return density_seos(temperature, salinity, depth=0.0)
+    raise InvalidDataError(
+        f"unknown equation of state eos={eos!r}; expected one of "
+        f"{', '.join(repr(name) for name in EOS_NAMES)}"
+    )
