@@ -1,0 +1,126 @@
+"""The CF table of xoceandiff, as data.
+
+Which canonical fields exist, the names NEMO (and CMIP) give them, their CF standard names, units and
+long names, and the CF attributes of the grid variables. Lookup code elsewhere reads these tables;
+nothing here knows about files, grids or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "FieldSpec",
+    "FIELDS",
+    "FIELD_NAMES",
+    "GRID_ATTRS",
+    "DIMS",
+    "SAMPLE_DIM",
+    "TIME_DIM",
+    "PAPER_REFERENCE",
+]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How to recognise and describe one canonical field."""
+
+    name: str
+    standard_names: tuple[str, ...]
+    aliases: tuple[str, ...]
+    units: str
+    long_name: str
+    three_dimensional: bool
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        """Canonical CF attributes written on the field."""
+        return {
+            "standard_name": self.standard_names[0],
+            "units": self.units,
+            "long_name": self.long_name,
+        }
+
+
+# Standard names are tried in order, then the NEMO / CMIP aliases in order. The first standard name
+# is the one written: NEMO with ln_teos10 (the default) carries Conservative Temperature and
+# Absolute Salinity in toce / soce.
+FIELDS: dict[str, FieldSpec] = {
+    "toce": FieldSpec(
+        name="toce",
+        standard_names=(
+            "sea_water_conservative_temperature",
+            "sea_water_potential_temperature",
+            "sea_water_temperature",
+        ),
+        aliases=("toce", "toce_inst", "votemper", "thetao", "tn"),
+        units="degC",
+        long_name="Sea water temperature",
+        three_dimensional=True,
+    ),
+    "soce": FieldSpec(
+        name="soce",
+        standard_names=(
+            "sea_water_absolute_salinity",
+            "sea_water_practical_salinity",
+            "sea_water_salinity",
+        ),
+        aliases=("soce", "soce_inst", "vosaline", "so", "sn"),
+        units="g kg-1",
+        long_name="Sea water salinity",
+        three_dimensional=True,
+    ),
+    "ssh": FieldSpec(
+        name="ssh",
+        standard_names=("sea_surface_height_above_geoid", "sea_surface_height"),
+        aliases=("ssh", "ssh_inst", "sossheig", "zos", "sshn"),
+        units="m",
+        long_name="Sea surface height",
+        three_dimensional=False,
+    ),
+}
+FIELD_NAMES: tuple[str, ...] = tuple(FIELDS)
+
+# Dimension names of the canonical dataset: xnemogcm's (xgcm-ready) names for T points.
+TIME_DIM = "t"
+SAMPLE_DIM = "sample"
+DIMS = {"X": "x_c", "Y": "y_c", "Z": "z_c"}
+
+# CF attributes of grid variables and axes of the canonical dataset.
+GRID_ATTRS: dict[str, dict[str, str]] = {
+    "glamt": {"standard_name": "longitude", "units": "degrees_east", "long_name": "Longitude of T points"},
+    "gphit": {"standard_name": "latitude", "units": "degrees_north", "long_name": "Latitude of T points"},
+    "gdept_1d": {
+        "standard_name": "depth",
+        "units": "m",
+        "positive": "down",
+        "long_name": "Depth of T levels",
+    },
+    "tmask": {"long_name": "Land-sea mask at T points (1 ocean, 0 land)", "flag_values": "0 1", "flag_meanings": "land ocean"},
+    "e1t": {"standard_name": "cell_x_length", "units": "m", "long_name": "Zonal size of T cells"},
+    "e2t": {"standard_name": "cell_y_length", "units": "m", "long_name": "Meridional size of T cells"},
+    "e1u": {"units": "m", "long_name": "Zonal size of U cells"},
+    "e2u": {"units": "m", "long_name": "Meridional size of U cells"},
+    "e1v": {"units": "m", "long_name": "Zonal size of V cells"},
+    "e2v": {"units": "m", "long_name": "Meridional size of V cells"},
+    "e1f": {"units": "m", "long_name": "Zonal size of F cells"},
+    "e2f": {"units": "m", "long_name": "Meridional size of F cells"},
+    "e3t": {"standard_name": "cell_thickness", "units": "m", "long_name": "Thickness of T cells"},
+    "e3u": {"standard_name": "cell_thickness", "units": "m", "long_name": "Thickness of U cells"},
+    "e3v": {"standard_name": "cell_thickness", "units": "m", "long_name": "Thickness of V cells"},
+    "e3w": {"standard_name": "cell_thickness", "units": "m", "long_name": "Thickness of W cells"},
+    "umask": {"long_name": "Land-sea mask at U points (1 ocean, 0 land)"},
+    "vmask": {"long_name": "Land-sea mask at V points (1 ocean, 0 land)"},
+    "x_c": {"axis": "X", "long_name": "Grid index of T points along i", "units": "1"},
+    "x_f": {"axis": "X", "c_grid_axis_shift": 0.5, "long_name": "Grid index of U points along i", "units": "1"},
+    "y_c": {"axis": "Y", "long_name": "Grid index of T points along j", "units": "1"},
+    "y_f": {"axis": "Y", "c_grid_axis_shift": 0.5, "long_name": "Grid index of V points along j", "units": "1"},
+    "z_c": {"axis": "Z", "positive": "down", "long_name": "Model level of T points", "units": "1"},
+    "z_f": {"axis": "Z", "positive": "down", "c_grid_axis_shift": -0.5, "long_name": "Model level of W points", "units": "1"},
+    "t": {"standard_name": "time", "axis": "T", "long_name": "Time"},
+}
+
+PAPER_REFERENCE = (
+    "Meunier, Kamm, Gachon, Lguensat and Deshayes (2025): Learning to generate physical ocean "
+    "states: towards hybrid climate modeling. arXiv:2502.02499"
+)
