@@ -1,0 +1,760 @@
+"""The denoiser: a U-Net that predicts the noise added to a normalised ocean state, and its checkpoint.
+
+The network follows Meunier et al. (2025, arXiv:2502.02499): a diffusers ``UNet2DModel`` whose input
+and output are the ``(batch, channels, H, W)`` tensors built by :mod:`xoceandiff.layout` (37
+channels, a 64 x 208 padded plane for DINO 1°), trained with epsilon prediction under a DDPM
+``squaredcos_cap_v2`` schedule of 1000 steps. :data:`PRESETS` holds the paper's configuration and
+two smaller ones for CPUs and tests; any torch module with the call signature
+``net(x, timesteps)`` can be plugged in instead.
+
+A checkpoint is a directory::
+
+    checkpoint/
+        model.safetensors   the weights (safetensors: tensors only, nothing is ever unpickled)
+        config.json         model config, scheduler config, metadata, versions,
+                            and the sha256 and byte size of model.safetensors
+
+:meth:`Denoiser.save` writes it atomically (a temporary directory renamed into place) and
+:func:`load_model` checks the size and hash of the weights before reading them. The free
+``metadata`` dictionary is where the rest of the package stores what turns tensors back into ocean
+states (layout, normalisation statistics and scheme, variable names, grid fingerprint, training
+record); this module only guarantees that it travels with the weights, unchanged.
+
+This module knows torch, diffusers and safetensors, and nothing of xarray.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import safetensors
+import safetensors.torch
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from xoceandiff.errors import CheckpointError, InvalidDataError, OutputExistsError
+
+__all__ = [
+    "PRESETS",
+    "DEFAULT_SCHEDULER_CONFIG",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "FORMAT_VERSION",
+    "Denoiser",
+    "load_model",
+]
+
+PathLike: TypeAlias = "str | os.PathLike[str]"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The configuration of the paper (method.md): 6.84 M parameters at 37 channels, ~25 GFLOP per
+    # sample and step at 64 x 208. No attention blocks: the reference has none.
+    "paper": {
+        "block_out_channels": (64, 64, 128, 128),
+        "layers_per_block": 2,
+        "down_block_types": ("DownBlock2D",) * 4,
+        "up_block_types": ("UpBlock2D",) * 4,
+    },
+    # ~1.08 M parameters at 37 channels: about 1 s per AdamW step of a batch of 8 at 64 x 208 on
+    # 2 CPU cores, so a few hundred steps (enough to see the loss fall) take minutes.
+    "small": {
+        "block_out_channels": (32, 64, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D",) * 3,
+        "up_block_types": ("UpBlock2D",) * 3,
+    },
+    # For tests and doctests: a forward pass on a 16 x 32 plane takes milliseconds.
+    # norm_num_groups is lowered because GroupNorm needs it to divide every block width (16).
+    "tiny": {
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "down_block_types": ("DownBlock2D",) * 2,
+        "up_block_types": ("UpBlock2D",) * 2,
+    },
+}
+"""UNet2DModel keyword arguments of each named preset (``in_channels``, ``out_channels`` and
+``sample_size`` come from the :class:`Denoiser`)."""
+
+DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "clip_sample": True,
+    "prediction_type": "epsilon",
+}
+"""The DDPM schedule of the paper; keys given to ``Denoiser(scheduler_config=...)`` override these."""
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_NAME = "xoceandiff-denoiser"
+FORMAT_VERSION = 1
+"""Bumped when config.json changes incompatibly; a reader refuses versions newer than its own."""
+
+# UNet2DModel arguments that the Denoiser sets itself: accepting them in unet_kwargs too would
+# allow a config that contradicts ``channels`` / ``sample_size``.
+_RESERVED_UNET_KWARGS = ("in_channels", "out_channels", "sample_size")
+_HASH_CHUNK = 1 << 20
+
+
+class Denoiser(torch.nn.Module):
+    """A noise-prediction network with its scheduler config and free metadata.
+
+    Parameters
+    ----------
+    channels : int
+        Number of input and output channels (37 for the paper's layout).
+    sample_size : (int, int) or int
+        Spatial size ``(H, W)`` of the tensors (``(64, 208)`` for DINO 1°). With the built-in U-Net,
+        both must be divisible by ``2 ** (len(block_out_channels) - 1)``, since the U-Net halves
+        the plane that many times.
+    preset : {"paper", "small", "tiny"}
+        Name of a U-Net configuration in :data:`PRESETS`. Ignored when ``net`` is given.
+    unet_kwargs : dict, optional
+        ``UNet2DModel`` keyword arguments that override the preset's (not ``in_channels``,
+        ``out_channels`` or ``sample_size``: those come from ``channels`` and ``sample_size``).
+    net : torch.nn.Module, optional
+        A network to use instead of the U-Net: called as ``net(x, timesteps)`` with ``timesteps`` a
+        1-d tensor of length ``batch``, it returns a tensor shaped like ``x``, or an object with a
+        ``.sample`` tensor (like ``UNet2DModel``). A checkpoint of such a model can only be
+        reloaded by passing an instance of the same network to :func:`load_model`.
+    scheduler_config : dict, optional
+        Keys of ``diffusers.DDPMScheduler`` that override :data:`DEFAULT_SCHEDULER_CONFIG`.
+    metadata : dict, optional
+        Free JSON-serialisable dictionary saved with the checkpoint (copied here; tuples become lists,
+        as they would after a save and load).
+
+    Attributes
+    ----------
+    net : torch.nn.Module
+        The wrapped network.
+    metadata : dict
+        Free, JSON-serialisable dictionary filled by the rest of the package (layout, normalisation,
+        variable names, grid fingerprint, training record). Checked when the model is saved.
+    checkpoint_path : pathlib.Path or None
+        Absolute path of the checkpoint this model was last saved to or loaded from.
+    checkpoint_hash : str or None
+        sha256 (hex) of that checkpoint's weights file.
+
+    Raises
+    ------
+    InvalidDataError
+        On an unknown preset, bad ``channels`` / ``sample_size``, reserved or contradictory
+        ``unet_kwargs``, an unknown scheduler key, or metadata that JSON cannot hold.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xoceandiff.model import Denoiser
+    >>> model = Denoiser(37, sample_size=(16, 32), preset="tiny")
+    >>> x = torch.randn(2, 37, 16, 32, generator=torch.Generator().manual_seed(0))
+    >>> with torch.no_grad():
+    ...     eps = model(x, 999)
+    >>> eps.shape
+    torch.Size([2, 37, 16, 32])
+    >>> model.config["preset"], model.n_parameters
+    ('tiny', 174389)
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        sample_size: tuple[int, int] | int = (64, 208),
+        preset: str = "small",
+        *,
+        unet_kwargs: Mapping[str, Any] | None = None,
+        net: torch.nn.Module | None = None,
+        scheduler_config: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        channels = _check_channels(channels)
+        size = _check_sample_size(sample_size)
+
+        if net is not None:
+            if unet_kwargs is not None:
+                raise InvalidDataError(
+                    "unet_kwargs configure the built-in U-Net and cannot apply to a custom net=; "
+                    "give one or the other"
+                )
+            if not isinstance(net, torch.nn.Module):
+                raise InvalidDataError(
+                    f"net must be a torch.nn.Module called as net(x, timesteps); "
+                    f"found {type(net).__name__}"
+                )
+            resolved = None
+            preset_name = None
+            network = f"{type(net).__module__}.{type(net).__qualname__}"
+        else:
+            resolved = _resolve_unet_kwargs(preset, unet_kwargs)
+            _check_unet_fits(resolved, size)
+            preset_name = preset
+            network = None
+            net = UNet2DModel(
+                in_channels=channels,
+                out_channels=channels,
+                sample_size=size,
+                **copy.deepcopy(resolved),
+            )
+
+        self.net = net
+        # Stored in the form JSON gives back, so that a loaded model's config compares equal.
+        self._config: dict[str, Any] = _json_roundtrip(
+            {
+                "channels": channels,
+                "sample_size": list(size),
+                "preset": preset_name,
+                "unet_kwargs": resolved,
+                "network": network,
+            },
+            "config",
+        )
+        self._scheduler_config = _json_roundtrip(
+            _resolve_scheduler_config(scheduler_config), "scheduler_config"
+        )
+        self.metadata: dict[str, Any] = _json_roundtrip(
+            dict(metadata) if metadata is not None else {}, "metadata"
+        )
+        self.checkpoint_path: Path | None = None
+        self.checkpoint_hash: str | None = None
+
+    # -- read-only views: a config edited after construction would no longer describe the net ----
+    @property
+    def config(self) -> dict[str, Any]:
+        """Model configuration (a copy): ``channels``, ``sample_size``, ``preset``,
+        ``unet_kwargs`` (the full ``UNet2DModel`` arguments, ``None`` for a custom net) and
+        ``network`` (the custom net's class, ``None`` for the U-Net)."""
+        return copy.deepcopy(self._config)
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        """``DDPMScheduler`` configuration (a copy)."""
+        return copy.deepcopy(self._scheduler_config)
+
+    @property
+    def channels(self) -> int:
+        """Number of input and output channels."""
+        return int(self._config["channels"])
+
+    @property
+    def sample_size(self) -> tuple[int, int]:
+        """Spatial size ``(H, W)``."""
+        height, width = self._config["sample_size"]
+        return int(height), int(width)
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of scalar parameters of the network."""
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        kind = self._config["preset"] or self._config["network"]
+        return f"{kind!r}, channels={self.channels}, sample_size={self.sample_size}"
+
+    def make_scheduler(self) -> DDPMScheduler:
+        """A fresh ``DDPMScheduler`` built from :attr:`scheduler_config`.
+
+        Fresh each call, because a scheduler holds state (``set_timesteps``) that must not leak
+        between sampling runs.
+
+        Examples
+        --------
+        >>> from xoceandiff.model import Denoiser
+        >>> scheduler = Denoiser(37, (16, 32), "tiny").make_scheduler()
+        >>> scheduler.config.num_train_timesteps, scheduler.config.beta_schedule
+        (1000, 'squaredcos_cap_v2')
+        """
+        return DDPMScheduler.from_config(self.scheduler_config)
+
+    def forward(self, x: torch.Tensor, timesteps: int | torch.Tensor) -> torch.Tensor:
+        """Predict the noise in ``x`` at diffusion step ``timesteps``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Noisy states, shape ``(batch, channels, H, W)``.
+        timesteps : int or torch.Tensor
+            One step for the whole batch (an int or a 0-d tensor), or one per sample (a 1-d tensor
+            of length ``batch``, or 1).
+
+        Returns
+        -------
+        torch.Tensor
+            The predicted noise, same shape as ``x``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from xoceandiff.model import Denoiser
+        >>> model = Denoiser(3, (16, 32), "tiny")
+        >>> x = torch.zeros(2, 3, 16, 32)
+        >>> with torch.no_grad():
+        ...     a, b = model(x, 10), model(x, torch.tensor([10, 10]))
+        >>> torch.equal(a, b)
+        True
+        """
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise InvalidDataError(
+                f"x must have shape (batch, {self.channels}, H, W); found {tuple(x.shape)}"
+            )
+        if self._config["network"] is None:
+            _check_divisible(tuple(x.shape[-2:]), self._config["unet_kwargs"], "x")
+        batch = x.shape[0]
+        t = torch.as_tensor(timesteps, device=x.device)
+        # Always hand the network one step per sample: UNet2DModel broadcasts a scalar itself,
+        # but a plugged-in net should not have to.
+        if t.ndim == 0:
+            t = t.expand(batch)
+        elif t.ndim == 1 and t.shape[0] in (1, batch):
+            t = t.expand(batch)
+        else:
+            raise InvalidDataError(
+                f"timesteps must be an int, a 0-d tensor or a 1-d tensor of length 1 or {batch} "
+                f"(the batch size); found shape {tuple(t.shape)}"
+            )
+        out = self.net(x, t)
+        if isinstance(out, tuple):
+            out = out[0]
+        out = getattr(out, "sample", out)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InvalidDataError(
+                f"the network must return the predicted noise shaped like x {tuple(x.shape)}; "
+                f"it returned {found}"
+            )
+        return out
+
+    def save(self, path: PathLike, overwrite: bool = False) -> Path:
+        """Write the checkpoint directory ``path`` (``model.safetensors`` + ``config.json``).
+
+        Everything is written into a temporary directory next to ``path`` and renamed into place
+        only once complete, so ``path`` never holds a half-written checkpoint.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The checkpoint directory to create (its parent is created if missing).
+        overwrite : bool
+            Replace an existing ``path``. The old content is removed only after the new
+            checkpoint is complete.
+
+        Returns
+        -------
+        pathlib.Path
+            The absolute checkpoint path (also stored in :attr:`checkpoint_path`).
+
+        Raises
+        ------
+        OutputExistsError
+            If ``path`` exists and ``overwrite`` is false.
+        InvalidDataError
+            If :attr:`metadata` holds something JSON cannot (the message names the key).
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> from xoceandiff.model import Denoiser, load_model
+        >>> model = Denoiser(3, (16, 32), "tiny", metadata={"variables": ["toce", "soce", "ssh"]})
+        >>> x = torch.randn(1, 3, 16, 32, generator=torch.Generator().manual_seed(1))
+        >>> with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        ...     path = model.save(Path(tmp) / "ckpt")
+        ...     again = load_model(path)
+        ...     torch.equal(again(x, 500), model(x, 500)), again.metadata["variables"]
+        (True, ['toce', 'soce', 'ssh'])
+        """
+        path = Path(os.path.abspath(os.fspath(path)))
+        if (path.exists() or path.is_symlink()) and not overwrite:
+            raise OutputExistsError(
+                f"{path} already exists; choose another path or pass overwrite=True"
+            )
+        # Validate before touching the disk: a failure here leaves nothing behind.
+        _check_json(self.metadata, "metadata")
+        document = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "xoceandiff_version": _package_version(),
+            "software": _software_versions(),
+            "model": self._config,
+            "scheduler": self._scheduler_config,
+            "metadata": self.metadata,
+        }
+        # to(copy=True) detaches from the live parameters and from each other: safetensors
+        # refuses tensors sharing storage, and the file must hold contiguous CPU tensors.
+        tensors = {
+            name: tensor.detach().to("cpu", copy=True).contiguous()
+            for name, tensor in self.net.state_dict().items()
+        }
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same parent, so the final rename stays on one file system and is atomic.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            weights = tmp / WEIGHTS_FILE
+            safetensors.torch.save_file(tensors, str(weights), metadata={"format": "pt"})
+            _fsync(weights)
+            digest = _sha256(weights)
+            document["weights"] = {
+                "file": WEIGHTS_FILE,
+                "sha256": digest,
+                "size": weights.stat().st_size,
+            }
+            config_file = tmp / CONFIG_FILE
+            with open(config_file, "w", encoding="utf-8") as stream:
+                stream.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+                stream.flush()
+                os.fsync(stream.fileno())
+            _move_into_place(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.checkpoint_path = path
+        self.checkpoint_hash = digest
+        return path
+
+
+def load_model(
+    path: PathLike,
+    *,
+    device: str | torch.device | None = None,
+    net: torch.nn.Module | None = None,
+) -> Denoiser:
+    """Load a checkpoint written by :meth:`Denoiser.save`.
+
+    The weights are read with ``safetensors.torch.load_file`` only: nothing is unpickled, so a
+    checkpoint from an untrusted source cannot run code. Their byte size and sha256 are checked
+    against ``config.json`` before they are read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint directory.
+    device : str or torch.device, optional
+        Where to put the model (default: CPU).
+    net : torch.nn.Module, optional
+        A fresh instance of the network, required for checkpoints of a model built with ``net=``;
+        its weights are replaced by the checkpoint's.
+
+    Returns
+    -------
+    Denoiser
+        The model in eval mode, with :attr:`~Denoiser.checkpoint_path` and
+        :attr:`~Denoiser.checkpoint_hash` set.
+
+    Raises
+    ------
+    CheckpointError
+        If ``config.json`` is missing or invalid, the weights file is missing, truncated or
+        modified, its tensors do not match the network (missing / unexpected keys, shapes), or the
+        checkpoint needs ``net=``.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from xoceandiff.model import Denoiser, load_model
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     saved = Denoiser(3, (16, 32), "tiny").save(Path(tmp) / "ckpt")
+    ...     model = load_model(saved)
+    ...     model.config["sample_size"], model.checkpoint_path == saved, len(model.checkpoint_hash)
+    ([16, 32], True, 64)
+    """
+    path = Path(os.path.abspath(os.fspath(path)))
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{path} is not a checkpoint directory (expected a folder holding {CONFIG_FILE} "
+            f"and {WEIGHTS_FILE}, as written by Denoiser.save)"
+        )
+    document = _read_config(path / CONFIG_FILE)
+    model_config = document["model"]
+    weights_info = document["weights"]
+    weights = path / WEIGHTS_FILE
+
+    network = model_config.get("network")
+    if network is not None and net is None:
+        raise CheckpointError(
+            f"{path} was saved from a model with a custom network ({network}); its architecture "
+            f"is not in the checkpoint: build a fresh instance and pass load_model(path, net=...)"
+        )
+
+    digest = _verify_weights(weights, weights_info)
+
+    try:
+        model = Denoiser(
+            model_config["channels"],
+            sample_size=tuple(model_config["sample_size"]),
+            preset=model_config.get("preset") or "small",
+            unet_kwargs=None if net is not None else model_config.get("unet_kwargs"),
+            net=net,
+            scheduler_config=document["scheduler"],
+            metadata=document["metadata"],
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE} does not describe a model this version can build: {error}"
+        ) from error
+
+    try:
+        tensors = safetensors.torch.load_file(str(weights), device="cpu")
+    except (safetensors.SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {error}") from error
+    _load_state(model.net, tensors, weights)
+
+    model.eval()  # sampling is the usual next step; training code calls .train() itself
+    if device is not None:
+        model.to(device)
+    model.checkpoint_path = path
+    model.checkpoint_hash = digest
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_channels(channels: int) -> int:
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise InvalidDataError(f"channels must be a positive int; found {channels!r}")
+    return channels
+
+
+def _check_sample_size(sample_size: tuple[int, int] | int) -> tuple[int, int]:
+    size = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+    if len(size) != 2 or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size
+    ):
+        raise InvalidDataError(
+            f"sample_size must be (H, W) with two positive ints; found {sample_size!r}"
+        )
+    return size  # type: ignore[return-value]
+
+
+def _resolve_unet_kwargs(preset: str, unet_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise InvalidDataError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    overrides = dict(unet_kwargs or {})
+    reserved = sorted(set(overrides) & set(_RESERVED_UNET_KWARGS))
+    if reserved:
+        raise InvalidDataError(
+            f"unet_kwargs may not set {reserved}: pass channels= and sample_size= to Denoiser"
+        )
+    allowed = set(inspect.signature(UNet2DModel.__init__).parameters) - {"self"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise InvalidDataError(f"unknown UNet2DModel arguments in unet_kwargs: {unknown}")
+    return {**copy.deepcopy(PRESETS[preset]), **overrides}
+
+
+def _check_unet_fits(kwargs: Mapping[str, Any], size: tuple[int, int]) -> None:
+    widths = list(kwargs.get("block_out_channels", ()))
+    n_down = len(kwargs.get("down_block_types", ()))
+    n_up = len(kwargs.get("up_block_types", ()))
+    if not widths or n_down != len(widths) or n_up != len(widths):
+        raise InvalidDataError(
+            f"block_out_channels ({len(widths)} entries), down_block_types ({n_down}) and "
+            f"up_block_types ({n_up}) must have the same, non-zero length"
+        )
+    groups = kwargs.get("norm_num_groups", 32)
+    if groups is not None and any(w % groups for w in widths):
+        raise InvalidDataError(
+            f"norm_num_groups={groups} must divide every block width {widths} (GroupNorm); "
+            f"set unet_kwargs={{'norm_num_groups': ...}}"
+        )
+    _check_divisible(size, kwargs, "sample_size")
+
+
+def _check_divisible(size: tuple[int, ...], kwargs: Mapping[str, Any], what: str) -> None:
+    # The U-Net halves the plane once per block but the last, and concatenates skip connections
+    # on the way up: sizes that do not halve cleanly fail deep inside diffusers.
+    factor = 2 ** (len(kwargs["block_out_channels"]) - 1)
+    if any(n % factor for n in size):
+        raise InvalidDataError(
+            f"{what} {tuple(size)} must be divisible by {factor} in both dimensions for this "
+            f"{len(kwargs['block_out_channels'])}-level U-Net; pad the plane (layout padding)"
+        )
+
+
+def _resolve_scheduler_config(scheduler_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    config = {**DEFAULT_SCHEDULER_CONFIG, **dict(scheduler_config or {})}
+    # diffusers ignores unknown keys with a log line; a typo would silently change the schedule.
+    allowed = set(inspect.signature(DDPMScheduler.__init__).parameters) - {"self"}
+    unknown = sorted(k for k in config if k not in allowed and not k.startswith("_"))
+    if unknown:
+        raise InvalidDataError(f"unknown DDPMScheduler keys in scheduler_config: {unknown}")
+    return config
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Raise InvalidDataError naming the first item of ``value`` that JSON cannot hold."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidDataError(
+                f"{where} is {value!r}; strict JSON holds no NaN or infinity: store None instead"
+            )
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidDataError(
+                    f"{where} has the key {key!r} ({type(key).__name__}); JSON keys are strings"
+                )
+            _check_json(item, f"{where}[{key!r}]")
+        return
+    raise InvalidDataError(
+        f"{where} is a {type(value).__module__}.{type(value).__name__}, which JSON cannot hold; "
+        f"convert it to plain Python (numpy and torch: .tolist(), paths: str())"
+    )
+
+
+def _json_roundtrip(value: Any, where: str) -> Any:
+    _check_json(value, where)
+    return json.loads(json.dumps(value, allow_nan=False))
+
+
+def _package_version() -> str:
+    try:
+        import xoceandiff
+
+        version = getattr(xoceandiff, "__version__", None)
+        if isinstance(version, str):
+            return version
+    except ImportError:
+        pass
+    from importlib import metadata
+
+    try:
+        return metadata.version("xoceandiff")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _software_versions() -> dict[str, str]:
+    import diffusers
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as stream:
+        for block in iter(lambda: stream.read(_HASH_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(file: Path) -> None:
+    # safetensors closes the file without fsync; without it a crash after the rename could leave
+    # a complete-looking directory with an empty weights file.
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    """Rename the finished ``tmp`` to ``path``; an existing ``path`` is removed only afterwards."""
+    if not (path.exists() or path.is_symlink()):
+        os.replace(tmp, path)
+        return
+    # rename() cannot replace a non-empty directory: move the old one aside first, and put it back
+    # if the new one cannot take its place.
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    aside = old / "previous"
+    os.replace(path, aside)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(aside, path)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_config(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise CheckpointError(
+            f"{file} is missing: not a complete xoceandiff checkpoint (Denoiser.save writes "
+            f"{CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{file} is not valid JSON: {error}") from error
+    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise CheckpointError(
+            f"{file} is not an xoceandiff checkpoint config: expected format {FORMAT_NAME!r}, "
+            f"found {found!r}"
+        )
+    version = document.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has format_version {version!r}; this xoceandiff reads up to "
+            f"{FORMAT_VERSION}: upgrade xoceandiff (checkpoint written by "
+            f"{document.get('xoceandiff_version', 'an unknown version')})"
+        )
+    missing = [key for key in ("model", "scheduler", "metadata", "weights") if key not in document]
+    if missing:
+        raise CheckpointError(f"{file} lacks the entries {missing}")
+    weights = document["weights"]
+    if not isinstance(weights, dict) or not {"sha256", "size"} <= set(weights):
+        raise CheckpointError(f"{file}: 'weights' must record the sha256 and size of the weights")
+    return document
+
+
+def _verify_weights(weights: Path, expected: Mapping[str, Any]) -> str:
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    size = weights.stat().st_size
+    if size != expected["size"]:
+        raise CheckpointError(
+            f"{weights} is truncated or modified: expected {expected['size']} bytes, found {size}"
+        )
+    digest = _sha256(weights)
+    if digest != expected["sha256"]:
+        raise CheckpointError(
+            f"{weights} is truncated or modified: expected sha256 {expected['sha256']}, "
+            f"found {digest}"
+        )
+    return digest
+
+
+def _load_state(net: torch.nn.Module, tensors: dict[str, torch.Tensor], weights: Path) -> None:
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the tensors in {weights} do not match the network: "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+    wrong = [
+        f"{name}: expected {tuple(expected[name].shape)}, found {tuple(tensors[name].shape)}"
+        for name in sorted(expected)
+        if expected[name].shape != tensors[name].shape
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"the tensors in {weights} have the wrong shapes for the network: " + "; ".join(wrong)
+        )
+    net.load_state_dict(tensors, strict=True)
