@@ -163,7 +163,9 @@ def _mask_from_levels(domcfg: xr.Dataset) -> xr.DataArray:
     return (level >= domcfg["top_level"]) & (level <= domcfg["bottom_level"]) & (domcfg["bottom_level"] > 0)
 
 
-def canonicalise(merged: xr.Dataset, fields: Iterable[str] | None = None) -> xr.Dataset:
+def canonicalise(
+    merged: xr.Dataset, fields: Iterable[str] | None = None, *, periodic_x: bool | None = None
+) -> xr.Dataset:
     """Turn an xnemogcm-style Dataset into the canonical xoceandiff Dataset.
 
     Parameters
@@ -172,6 +174,8 @@ def canonicalise(merged: xr.Dataset, fields: Iterable[str] | None = None) -> xr.
         NEMO output merged with its grid file, on xnemogcm's dimensions (``t``, ``z_c``, ``y_c``, ``x_c``).
     fields : iterable of str, optional
         Canonical fields to look for (default: all of ``toce``, ``soce``, ``ssh``; those present are kept).
+    periodic_x : bool, optional
+        Whether X is cyclic; by default read from NEMO's flags in ``merged`` (see :func:`is_periodic_x`).
 
     Returns
     -------
@@ -247,7 +251,9 @@ def canonicalise(merged: xr.Dataset, fields: Iterable[str] | None = None) -> xr.
             out = out.assign_coords({dim: merged[dim].variable})
     if TIME_DIM in merged.coords and TIME_DIM in out.dims:
         out = out.assign_coords({TIME_DIM: merged[TIME_DIM]})
-    return set_cf_attributes(out, periodic_x=is_periodic_x(merged.attrs, merged.variables))
+    if periodic_x is None:
+        periodic_x = is_periodic_x(merged.attrs, merged.variables)
+    return set_cf_attributes(out, periodic_x=periodic_x)
 
 
 def set_cf_attributes(ds: xr.Dataset, periodic_x: bool) -> xr.Dataset:
@@ -255,8 +261,7 @@ def set_cf_attributes(ds: xr.Dataset, periodic_x: bool) -> xr.Dataset:
     ds = ds.copy()
     for name, attrs in GRID_ATTRS.items():
         if name in ds.variables:
-            keep = {k: v for k, v in ds[name].attrs.items() if k not in ("standard_name", "units", "long_name")}
-            ds[name].attrs = {**keep, **attrs}
+            ds[name].attrs = dict(attrs)  # one source of truth: the table, not whatever the file said
     for name in FIELDS:
         if name in ds:
             ds[name].attrs.update({k: v for k, v in FIELDS[name].attrs.items() if k != "standard_name"})
@@ -339,10 +344,9 @@ def open_nemo(
     data["time_counter"].attrs.setdefault("bounds", "time_counter_bounds")
     nemo_ds = xnemogcm.process_nemo(positions=[(data, "T")], domcfg=domcfg)
     merged = xr.merge([nemo_ds, domcfg], compat="override", combine_attrs="override")
-    merged.attrs = {**domcfg.attrs, **nemo_ds.attrs}
-    if "Iperio" not in merged.attrs and "Iperio" in data.attrs:
-        merged.attrs["Iperio"] = data.attrs["Iperio"]
-    out = canonicalise(merged)
+    merged.attrs = {}
+    # Periodicity is a property of the grid: only the grid file's flags count.
+    out = canonicalise(merged, periodic_x=is_periodic_x(domcfg.attrs, domcfg.variables))
     other = {d: c for d, c in chunks.items() if d != TIME_DIM and d in out.dims}
     if other:
         out = out.chunk(other)
@@ -427,7 +431,7 @@ def to_nemo_files(
         if not present:
             continue
         out = xr.Dataset(attrs={"name": f"{prefix}_grid_T_{suffix}", "description": "ocean T grid variables",
-                                "Conventions": "CF-1.6 UGRID-1.0", "Iperio": int(ds.attrs.get("Iperio", 0))})
+                                "Conventions": "CF-1.6 UGRID-1.0"})
         for name in present:
             var = ds[name].fillna(0.0).reset_coords(drop=True).rename({d: rename[d] for d in ds[name].dims})
             attrs = {k: v for k, v in ds[name].attrs.items() if k in ("standard_name", "units", "long_name")}

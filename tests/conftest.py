@@ -1,0 +1,38 @@
+"""Shared fixtures: small DINO-like datasets and their NEMO-style files."""
+
+from __future__ import annotations
+
+import dask
+import pytest
+
+import xoceandiff
+
+
+class ComputeCounter(dask.callbacks.Callback):
+    """Counts dask graph executions (each compute/persist/.values of a dask object is one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def _start(self, dsk) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def compute_counter():
+    with ComputeCounter() as counter:
+        yield counter
+
+
+@pytest.fixture(scope="session")
+def small_dino():
+    """12 snapshots of the 4-degree DINO-like grid (51 x 17 x 36)."""
+    return xoceandiff.datasets.dino(n=12, resolution=4.0, seed=3, chunks=5)
+
+
+@pytest.fixture(scope="session")
+def small_nemo_files(small_dino, tmp_path_factory):
+    """The small dataset written as NEMO writes it: grid_T_3D, grid_T_2D and mesh_mask.nc."""
+    folder = tmp_path_factory.mktemp("nemo")
+    return small_dino.oceandiff.to_nemo_files(folder)
