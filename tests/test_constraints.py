@@ -1,0 +1,415 @@
+"""The sampling constraints, against xgcm, analytic answers and an independent density count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xoceandiff
+from xoceandiff.constraints import (
+    ALIASES,
+    CONSTRAINTS,
+    BorderZero,
+    BorderZeroGradient,
+    Constraint,
+    ConstraintContext,
+    FunctionConstraint,
+    GradientZeroMean,
+    KappaSchedule,
+    StableStratification,
+    ZeroMean,
+    get_constraints,
+    make_kappa,
+)
+from xoceandiff.eos import potential_density
+from xoceandiff.errors import ConstraintError
+from xoceandiff.grid import build_grid
+from xoceandiff.layout import Layout, to_tensor
+from xoceandiff.normalisation import Normaliser, normalise, statistics
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tensors here are tiny: intra-op threads only add overhead (a lot on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dino():
+    return xoceandiff.datasets.dino(n=2, resolution=4.0, seed=11)
+
+
+@pytest.fixture(scope="module")
+def model(dino):
+    layout = Layout.from_dataset(dino)
+    norm = Normaliser.from_statistics(statistics(dino), scheme="3-std")
+    ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
+    data = to_tensor(normalise(dino, norm), layout).double()
+    return layout, norm, ctx, data
+
+
+def _noisy(data: torch.Tensor, ctx: ConstraintContext, scale: float = 0.3, seed: int = 0):
+    """The data plus noise everywhere (land and padding included), as after a scheduler step."""
+    g = torch.Generator().manual_seed(seed)
+    return data + scale * torch.randn(data.shape, generator=g, dtype=data.dtype) + 0.2
+
+
+def _fields(x: torch.Tensor, ctx: ConstraintContext) -> xr.DataArray:
+    """The de-padded tensor as a DataArray on the grid's dimensions."""
+    return xr.DataArray(ctx.ops.unpad(x).numpy(), dims=("b", "c", "y_c", "x_c"))
+
+
+# --- zero mean ------------------------------------------------------------------------------------
+
+
+def test_zero_mean_sets_the_area_weighted_ocean_means(dino, model):
+    layout, norm, ctx, data = model
+    x = _noisy(data, ctx)
+    y = ZeroMean()(x, 999, ctx)
+    grid = build_grid(dino)
+    mask = xr.DataArray(ctx.ops.unpad(ctx.ops.mask).numpy(), dims=("c", "y_c", "x_c"))
+    da = _fields(y, ctx).assign_coords(e1t=dino.e1t, e2t=dino.e2t)
+    means = grid.average(da.where(mask), ["X", "Y"]).transpose("b", "c").values
+    assert np.abs(means - ctx.target.numpy()).max() <= 1e-5
+    assert float(ctx.target.abs().max()) == 0.0  # 3-std: the offsets are the means
+    # land and padding untouched
+    off = ~ctx.ops.mask
+    assert torch.equal(y[:, off], x[:, off])
+    # float32 context: the same to 1e-5
+    ctx32 = ConstraintContext.from_model(dino, layout, norm)
+    y32 = ZeroMean()(x.float(), 999, ctx32)
+    assert float(ctx32.ops.average_xy(y32).abs().max()) <= 1e-5
+    torch.testing.assert_close(y32.double(), y, atol=1e-5, rtol=0)
+
+
+def test_zero_mean_targets_the_training_means_with_min_max(dino):
+    layout = Layout.from_dataset(dino)
+    stats = statistics(dino, weighted=True)
+    norm = Normaliser.from_statistics(stats, scheme="min-max")
+    x = to_tensor(normalise(dino, norm), layout).double() + 0.1
+    no_means = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
+    assert no_means.target is None
+    with pytest.raises(ConstraintError, match="means="):
+        ZeroMean()(x, 0, no_means)
+    ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64, means=stats)
+    y = ZeroMean()(x, 0, ctx)
+    # in physical units, each level's area-weighted ocean mean is the training mean
+    physical = ctx.ops.average_xy(ctx.denormalise(y))
+    stats = stats.compute()
+    expected = np.concatenate(
+        [stats.toce_mean.values[list(layout.levels)], stats.soce_mean.values[list(layout.levels)],
+         [float(stats.ssh_mean)]]
+    )
+    np.testing.assert_allclose(physical.numpy(), np.broadcast_to(expected, physical.shape), rtol=1e-9)
+
+
+def test_gradient_zero_mean_shrinks_by_one_minus_kappa(model):
+    layout, norm, ctx, data = model
+    x = _noisy(data, ctx)
+    before = ctx.ops.average_xy(x) - ctx.target
+    constraint = GradientZeroMean()
+    for t in (999, 500, 50, 3, 0):
+        kappa = 0.001 + 0.04 * np.exp(-t / 50)
+        after = ctx.ops.average_xy(constraint(x, t, ctx)) - ctx.target
+        np.testing.assert_allclose(after.numpy(), (1 - kappa) * before.numpy(), rtol=1e-10)
+        # a tensor timestep, as diffusers gives them, does the same
+        after_t = ctx.ops.average_xy(constraint(x, torch.tensor(t), ctx)) - ctx.target
+        np.testing.assert_allclose(after_t.numpy(), (1 - kappa) * before.numpy(), rtol=1e-6)
+    # configurable schedules: a constant, a triple, a callable
+    for kappa, t, expected in ((0.5, 10, 0.5), ((0.0, 1.0, 10.0), 10, np.exp(-1)), (lambda t: 0.25, 7, 0.25)):
+        after = ctx.ops.average_xy(GradientZeroMean(kappa)(x, t, ctx)) - ctx.target
+        np.testing.assert_allclose(after.numpy(), (1 - expected) * before.numpy(), rtol=1e-10)
+
+
+def test_gradient_zero_mean_reference_averages_the_padded_plane(model):
+    layout, norm, ctx, data = model
+    x = _noisy(data, ctx)
+    y = GradientZeroMean(reference=True)(x, 0, ctx)
+    before = x.mean(dim=(-2, -1))
+    np.testing.assert_allclose(y.mean(dim=(-2, -1)).numpy(), (1 - 0.041) * before.numpy(), rtol=1e-10)
+    # every cell, padding included, moves by the same amount
+    shift = (x - y)[..., 0, 0]
+    torch.testing.assert_close(x - y, shift[..., None, None].expand_as(x))
+
+
+# --- borders --------------------------------------------------------------------------------------
+
+
+def test_border_zero(model):
+    layout, norm, ctx, data = model
+    x = _noisy(data, ctx)
+    x[0, 3, 0, 0] = float("nan")  # even garbage on the padding becomes 0
+    y = BorderZero()(x, 500, ctx)
+    off = ~ctx.ops.mask
+    assert (y[:, off] == 0).all()
+    assert torch.equal(y[:, ctx.ops.mask], x[:, ctx.ops.mask])
+    assert BorderZero.at_end
+
+
+def _boundary_faces(mask: np.ndarray, axis: str, periodic: bool):
+    """Independent oracle: the faces (cell, neighbour) a zero-gradient boundary should close.
+
+    Returns (cells, faces): the boundary cells and, for each, the index of the face (as xgcm's
+    right-shifted ``diff`` numbers them) between the cell and its interior neighbour.
+    """
+    ny, nx = mask.shape
+
+    def ocean(j: int, i: int) -> bool:
+        if not 0 <= j < ny:
+            return False
+        if periodic:
+            i %= nx
+        elif not 0 <= i < nx:
+            return False
+        return bool(mask[j, i])
+
+    cells, faces = [], []
+    for j, i in zip(*np.nonzero(mask), strict=True):
+        if axis == "Y":
+            before, after = ocean(j - 1, i), ocean(j + 1, i)
+            face_after, face_before = (j, i), (j - 1, i)
+        else:
+            before, after = ocean(j, i - 1), ocean(j, i + 1)
+            face_after, face_before = (j, i), (j, (i - 1) % nx)
+        if before and not after:
+            cells.append((j, i))
+            faces.append(face_before)
+        elif after and not before:
+            cells.append((j, i))
+            faces.append(face_after)
+    return cells, faces
+
+
+@pytest.mark.parametrize("iperio", [1, 0], ids=["periodic", "walls"])
+def test_border_zero_gradient_closes_every_boundary_face(dino, iperio):
+    ds = dino.assign_attrs(Iperio=iperio)
+    layout = Layout.from_dataset(ds)
+    norm = Normaliser.from_statistics(statistics(ds), scheme="3-std")
+    ctx = ConstraintContext.from_model(ds, layout, norm, dtype=torch.float64)
+    grid = build_grid(ds)
+    x = torch.randn((2, layout.channels, *layout.shape), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = BorderZeroGradient()(x, 0, ctx)
+    da = _fields(y, ctx)
+    dy = grid.diff(da, "Y").values
+    dx = grid.diff(da, "X").values
+    before, after = ctx.ops.unpad(x).numpy(), da.values
+    masks = ctx.ops.unpad(ctx.ops.mask).numpy()
+    conflicts = 0
+    for c in range(layout.channels):
+        ycells, yfaces = _boundary_faces(masks[c], "Y", periodic=False)
+        xcells, xfaces = _boundary_faces(masks[c], "X", periodic=iperio == 1)
+        # X faces: all exactly 0 (the X pass runs last)
+        for j, i in xfaces:
+            assert (dx[:, c, j, i] == 0).all(), (c, j, i)
+        # Y faces: exactly 0, except where the X pass rewrote one of its cells after the Y pass
+        xset = set(xcells)
+        for (j, i), (fj, fi) in zip(ycells, yfaces, strict=True):
+            other = (fj + 1, fi) if fj == j else (fj, fi)
+            if (j, i) in xset or other in xset:
+                if not (dy[:, c, fj, fi] == 0).all():
+                    conflicts += 1
+                continue
+            assert (dy[:, c, fj, fi] == 0).all(), (c, j, i)
+        # cells on no boundary, and land, are untouched
+        untouched = np.ones(masks[c].shape, dtype=bool)
+        for j, i in ycells + xcells:
+            untouched[j, i] = False
+        np.testing.assert_array_equal(after[:, c][:, untouched], before[:, c][:, untouched])
+        assert len(ycells) > 0 and len(xcells) > 0
+    if iperio == 1:
+        assert conflicts == 0  # DINO's corners are all convex: both faces close
+    else:
+        # a walled copy opens the channel onto the domain edge: only the four channel-corner cells
+        # of each wet channel (level) are boundary cells both ways with a Y neighbour that is not
+        assert conflicts <= 4 * layout.channels
+
+
+def test_border_zero_gradient_narrow_passages(dino):
+    """1-cell passages are left alone; in a 2-cell passage the west cell copies the east one."""
+    tmask = dino.tmask.values.copy()
+    tmask[:, 20:31, 1:-1] = False  # a zonal wall ...
+    tmask[:-1, 20:31, 5] = True  # ... with a 1-cell gap
+    tmask[:-1, 20:31, 10:12] = True  # ... and a 2-cell gap
+    ds = dino.assign_coords(tmask=(dino.tmask.dims, tmask))
+    layout = Layout.from_dataset(ds)
+    norm = Normaliser.from_statistics(statistics(dino), scheme="3-std")
+    ctx = ConstraintContext.from_model(ds, layout, norm, dtype=torch.float64)
+    x = torch.randn((1, layout.channels, *layout.shape), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    before = ctx.ops.unpad(x)[0, 0].numpy()
+    after = ctx.ops.unpad(BorderZeroGradient()(x, 0, ctx))[0, 0].numpy()
+    np.testing.assert_array_equal(after[22:29, 5], before[22:29, 5])  # 1-cell gap unchanged
+    np.testing.assert_array_equal(after[22:29, 10], before[22:29, 11])  # west cell := east cell
+    np.testing.assert_array_equal(after[22:29, 11], before[22:29, 11])  # east cell kept
+    grid = build_grid(ds)
+    dx = grid.diff(_fields(BorderZeroGradient()(x, 0, ctx), ctx), "X").values
+    assert (dx[0, 0, 22:29, 10] == 0).all()
+
+
+# --- static stability -----------------------------------------------------------------------------
+
+
+def _unstable_count(x: torch.Tensor, ctx: ConstraintContext, dino) -> np.ndarray:
+    """Independent count: numpy density of the de-padded physical state, xarray diff along depth."""
+    layout = ctx.layout
+    physical = ctx.ops.unpad(ctx.denormalise(x)).numpy()
+    L = len(layout.levels)
+    temperature = xr.DataArray(physical[:, :L], dims=("b", "k", "y_c", "x_c"))
+    salinity = xr.DataArray(physical[:, L : 2 * L], dims=("b", "k", "y_c", "x_c"))
+    rho = potential_density(temperature, salinity)
+    wet = xr.DataArray(dino.tmask.values[list(layout.levels)], dims=("k", "y_c", "x_c"))
+    both = wet.isel(k=slice(1, None)).values & wet.isel(k=slice(None, -1)).values
+    unstable = (rho.diff("k") < 0).values & both
+    return unstable.sum(axis=(1, 2, 3))
+
+
+def _inverted(data: torch.Tensor, ctx: ConstraintContext, seed: int = 1) -> torch.Tensor:
+    """The data with warm anomalies under 20% of the cells (+1 degC over the level above), plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    t_channels = ctx.toce_channels
+    temperature = ctx.denormalise(data, "toce")
+    warm = torch.rand(temperature.shape, generator=g, dtype=data.dtype) < 0.2
+    warm[:, 0] = False
+    inverted = temperature.clone()
+    inverted[:, 1:] = torch.where(warm[:, 1:], temperature[:, :-1] + 1.0, temperature[:, 1:])
+    x = data.clone()
+    x[:, t_channels] = (inverted - ctx.field_offset["toce"]) / ctx.field_scale["toce"]
+    x = x + 0.05 * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    return BorderZero()(x, 0, ctx)
+
+
+def test_stable_stratification_lowers_penalty_and_unstable_count(dino, model):
+    layout, norm, ctx, data = model
+    constraint = StableStratification()
+    x = _inverted(data, ctx)
+    penalty0 = constraint.penalty(x, ctx)
+    count0 = _unstable_count(x, ctx, dino)
+    np.testing.assert_array_equal(constraint.unstable(x, ctx).numpy(), count0)
+    assert (count0 > 500).all()
+    # one step lowers the penalty at any t, and touches neither ssh nor land nor padding
+    for t in (999, 100, 0):
+        y = constraint(x, t, ctx)
+        assert (constraint.penalty(y, ctx) < penalty0).all()
+        assert torch.equal(y[:, ctx.channels["ssh"]], x[:, ctx.channels["ssh"]])
+        assert torch.equal(y[:, ~ctx.ops.mask], x[:, ~ctx.ops.mask])
+    # the last 100 steps of a sampling run: penalty down 100-fold, fewer unstable interfaces
+    y = x
+    for t in range(99, -1, -1):
+        y = constraint(y, t, ctx)
+    assert (constraint.penalty(y, ctx) < 0.01 * penalty0).all()
+    count = _unstable_count(y, ctx, dino)
+    assert (count < count0).all()
+    np.testing.assert_array_equal(constraint.unstable(y, ctx).numpy(), count)
+
+
+def test_stable_stratification_options(dino, model):
+    layout, norm, ctx, data = model
+    x = _inverted(data, ctx)
+    seos = StableStratification(eos="seos")
+    assert (seos.penalty(seos(x, 0, ctx), ctx) < seos.penalty(x, ctx)).all()
+    plain = StableStratification(kappa=1.0, per_cell=False)
+    per_cell = StableStratification(kappa=1.0 / ctx.ops.n_wet)
+    torch.testing.assert_close(plain(x, 0, ctx), per_cell(x, 0, ctx))
+    with pytest.raises(ConstraintError, match="eos"):
+        StableStratification(eos="linear")
+    # the data are stable: hardly touched
+    y = StableStratification()(data, 0, ctx)
+    assert float((y - data).abs().max()) < 1e-2
+    # inside inference mode (a sampling loop's), autograd still works
+    with torch.inference_mode():
+        inside = StableStratification()(x.clone(), torch.tensor(0), ctx)
+    torch.testing.assert_close(inside, StableStratification()(x, 0, ctx))
+
+
+def test_float32_matches_float64(dino, model):
+    layout, norm, ctx, data = model
+    ctx32 = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float32)
+    x = _inverted(data, ctx)
+    for constraint, atol in (
+        (ZeroMean(), 1e-5),
+        (GradientZeroMean(), 1e-5),
+        (GradientZeroMean(reference=True), 1e-5),
+        (BorderZero(), 0),
+        (BorderZeroGradient(), 1e-6),
+        (StableStratification(), 2e-3),
+    ):
+        y64 = constraint(x, 10, ctx)
+        y32 = constraint(x.float(), 10, ctx32)
+        assert y32.dtype == torch.float32 and y64.dtype == torch.float64
+        torch.testing.assert_close(y32.double(), y64, atol=atol, rtol=1e-5, msg=repr(constraint))
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def test_registry_names_and_errors(model):
+    layout, norm, ctx, data = model
+    assert set(CONSTRAINTS) == {
+        "zero_mean",
+        "gradient_zero_mean",
+        "border_zero",
+        "border_zero_gradient",
+        "stable_stratification",
+    }
+    assert [c.name for c in get_constraints("border_zero_gradient_zero_mean")] == list(
+        ALIASES["border_zero_gradient_zero_mean"]
+    )
+    assert [c.name for c in get_constraints("border_zero+zero_mean")] == ["border_zero", "zero_mean"]
+    assert get_constraints(None) == [] and get_constraints("none") == []
+    with pytest.raises(ConstraintError, match=r"Unknown constraint 'zero_meen'.*border_zero.*zero_mean"):
+        get_constraints(["border_zero", "zero_meen"])
+    with pytest.raises(ConstraintError, match="not a subclass"):
+        get_constraints(dict)
+    with pytest.raises(ConstraintError, match="Cannot make a constraint"):
+        get_constraints(3)
+    assert [c.at_end for c in get_constraints(list(CONSTRAINTS))] == [True, False, True, True, False]
+
+
+def test_user_callables_and_subclasses(model):
+    layout, norm, ctx, data = model
+    calls = []
+
+    def clip(x, t, ctx):
+        calls.append(t)
+        return x.clamp(-1, 1)
+
+    clip.at_end = True
+
+    class Halve(Constraint):
+        name = "halve"
+
+        def __call__(self, x, t, ctx):
+            return x / 2
+
+    constraints = get_constraints([clip, Halve, Halve(), "border_zero"], layout=layout)
+    assert isinstance(constraints[0], FunctionConstraint) and constraints[0].at_end
+    assert constraints[0].name == "clip"
+    assert isinstance(constraints[1], Halve) and isinstance(constraints[2], Halve)
+    x = 3 * data
+    for constraint in constraints:
+        x = constraint(x, 5, ctx)
+    assert calls == [5]
+    assert float(x.abs().max()) <= 0.25
+
+
+def test_check_refuses_a_model_without_the_fields(dino):
+    layout = Layout.from_dataset(dino, fields=["toce", "ssh"])
+    with pytest.raises(ConstraintError, match=r"'stable_stratification' needs the fields \['toce', 'soce'\]"):
+        get_constraints(["zero_mean", "stable_stratification"], layout=layout)
+    with pytest.raises(ConstraintError, match="keeps 1 level"):
+        StableStratification().check(Layout.from_dataset(dino, levels=[0]))
+    get_constraints("zero_mean", layout=layout)  # nothing else is required
+
+
+def test_kappa_schedule():
+    kappa = KappaSchedule()
+    assert kappa(999) == pytest.approx(0.001, abs=1e-10)
+    assert kappa(0) == pytest.approx(0.041)
+    assert float(kappa(torch.tensor(50))) == pytest.approx(0.001 + 0.04 / np.e, rel=1e-6)
+    assert make_kappa(None) == KappaSchedule()
+    with pytest.raises(ConstraintError, match="kappa"):
+        make_kappa("strong")
