@@ -44,3 +44,51 @@ class OceanDiffAccessor:
     ) -> dict[str, str]:
         """Write the dataset as NEMO/XIOS output files and a mesh_mask (see :func:`xoceandiff.nemo.to_nemo_files`)."""
         return _nemo.to_nemo_files(self._ds, folder, prefix=prefix, ranks=ranks, overwrite=overwrite)
+
+    # -- normalisation ------------------------------------------------------------------------------
+
+    def statistics(self, *, fields=None, weighted: bool = False, method: str = "pooled") -> xr.Dataset:
+        """Per-field, per-level mean, std, min, max in one lazy pass (see :func:`xoceandiff.normalisation.statistics`)."""
+        from .normalisation import statistics
+
+        return statistics(self._ds, fields=fields, weighted=weighted, method=method)
+
+    def normalise(self, stats_or_normaliser, scheme: str = "3-std") -> xr.Dataset:
+        """Normalise the fields (lazy); ``stats_or_normaliser`` is a statistics Dataset or a Normaliser."""
+        from .normalisation import Normaliser, normalise
+
+        normaliser = stats_or_normaliser
+        if not isinstance(normaliser, Normaliser):
+            normaliser = Normaliser.from_statistics(stats_or_normaliser, scheme=scheme)
+        return normalise(self._ds, normaliser)
+
+    def denormalise(self, stats_or_normaliser, scheme: str = "3-std") -> xr.Dataset:
+        """Exact inverse of :meth:`normalise`."""
+        from .normalisation import Normaliser, denormalise
+
+        normaliser = stats_or_normaliser
+        if not isinstance(normaliser, Normaliser):
+            normaliser = Normaliser.from_statistics(stats_or_normaliser, scheme=scheme)
+        return denormalise(self._ds, normaliser)
+
+    # -- model ----------------------------------------------------------------------------------------
+
+    def train(self, model="small", **kwargs):
+        """Train a denoiser on this dataset (see :func:`xoceandiff.training.train`).
+
+        When a ``checkpoint_dir`` is given, the written checkpoint is recorded in ``ds.attrs`` so that
+        :meth:`sample` finds it without ``model=``.
+        """
+        from .sampling import CHECKPOINT_ATTR
+        from .training import train
+
+        trained = train(self._ds, model, **kwargs)
+        if trained.checkpoint_path is not None:
+            self._ds.attrs[CHECKPOINT_ATTR] = str(trained.checkpoint_path)
+        return trained
+
+    def sample(self, n: int, constraints=(), **kwargs) -> xr.Dataset:
+        """Generate ``n`` ocean states on this dataset's grid (see :func:`xoceandiff.sampling.sample`)."""
+        from .sampling import sample
+
+        return sample(self._ds, n, constraints, **kwargs)

@@ -1,0 +1,157 @@
+"""Training: loss decrease, exact resume, DDP under torchrun, bad input, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import xoceandiff
+from xoceandiff.errors import GridMismatchError, InvalidDataError
+from xoceandiff.model import load_model
+from xoceandiff.training import MODEL_SUBDIR, STATE_SUBDIR, SnapshotStream, train
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return xoceandiff.datasets.dino(n=16, resolution=4.0, seed=5, chunks=4)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_loss_falls_quickly_tiny(data):
+    model = train(data, "tiny", steps=120, batch_size=8, lr=3e-3, seed=0, progress=False)
+    history = model.metadata["training"]["loss_history"]
+    assert history[0][0] == 10 and history[-1][0] == 120
+    assert history[-1][1] < history[0][1] / 2, history
+
+
+@pytest.mark.slow
+def test_small_preset_loss_falls_5x_in_500_steps():
+    ds = xoceandiff.datasets.dino(n=100, resolution=4.0, seed=0)
+    model = train(ds, "small", steps=500, batch_size=8, lr=1e-3, progress=False)
+    history = model.metadata["training"]["loss_history"]
+    assert history[-1][1] < history[0][1] / 5, history
+
+
+def test_resume_continues_the_same_run(data, tmp_path):
+    straight = train(data, "tiny", steps=8, batch_size=4, lr=1e-3, seed=2, progress=False,
+                     checkpoint_dir=tmp_path / "a")
+    train(data, "tiny", steps=4, batch_size=4, lr=1e-3, seed=2, progress=False, checkpoint_dir=tmp_path / "b")
+    state = json.loads((tmp_path / "b" / STATE_SUBDIR / "state.json").read_text())
+    assert state["step"] == 4
+    # the run is killed after step 4; the same call with steps=8 continues it
+    resumed = train(data, "tiny", steps=8, batch_size=4, lr=1e-3, seed=2, progress=False, checkpoint_dir=tmp_path / "b")
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
+    assert resumed.metadata["training"]["steps_done"] == 8
+    assert load_model(tmp_path / "b" / MODEL_SUBDIR).checkpoint_hash == load_model(tmp_path / "a" / MODEL_SUBDIR).checkpoint_hash
+
+
+def test_resume_with_ema(data, tmp_path):
+    straight = train(data, "tiny", steps=6, batch_size=4, lr=1e-3, seed=4, ema_decay=0.9, progress=False,
+                     checkpoint_dir=tmp_path / "a")
+    train(data, "tiny", steps=3, batch_size=4, lr=1e-3, seed=4, ema_decay=0.9, progress=False, checkpoint_dir=tmp_path / "b")
+    resumed = train(data, "tiny", steps=6, batch_size=4, lr=1e-3, seed=4, ema_decay=0.9, progress=False,
+                    checkpoint_dir=tmp_path / "b")
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
+def test_checkpoint_records_what_sampling_needs(data, tmp_path):
+    model = train(data, "tiny", steps=2, batch_size=4, progress=False, checkpoint_dir=tmp_path, record={"command": "x"})
+    assert model.checkpoint_path == (tmp_path / MODEL_SUBDIR).resolve()
+    loaded = load_model(model.checkpoint_path)
+    meta = loaded.metadata
+    assert meta["variables"] == ["toce", "soce", "ssh"]
+    assert meta["layout"]["levels"] == list(range(0, 35, 2))
+    assert meta["grid"]["shape"] == [36, 51, 17]
+    assert meta["normalisation"]["scheme"] == "3-std"
+    assert meta["training"]["command"] == "x" and meta["training"]["steps"] == 2 and meta["training"]["seed"] == 0
+
+
+def test_stream_is_shuffled_complete_and_seeded(data):
+    model = xoceandiff.training.prepare_model(data, "tiny")
+    layout = xoceandiff.layout.Layout.from_dict(model.metadata["layout"])
+    norm = xoceandiff.normalisation.Normaliser.from_dict(model.metadata["normalisation"])
+    stream = SnapshotStream(data, layout, norm, batch_size=4, seed=1, buffer_chunks=2)
+    batches = stream.batches()
+    epoch = torch.cat([next(batches) for _ in range(4)])  # 16 snapshots = one epoch
+    reference = xoceandiff.layout.to_tensor(xoceandiff.normalisation.normalise(data, norm), layout, dim="t")
+    # every snapshot exactly once per epoch, in a shuffled order
+    matches = [int(torch.nonzero((reference == s).flatten(1).all(1))[0]) for s in epoch]
+    assert sorted(matches) == list(range(16)) and matches != list(range(16))
+    again = SnapshotStream(data, layout, norm, batch_size=4, seed=1, buffer_chunks=2).batches(start=2)
+    torch.testing.assert_close(next(again), epoch[8:12], rtol=0, atol=0)
+
+
+def test_nan_on_ocean_is_refused_or_dropped(data):
+    bad = data.copy()
+    toce = bad.toce.values.copy()
+    toce[3, 5, 20, 8] = np.nan
+    toce[7, 0, 20, 8] = np.nan
+    bad["toce"] = bad.toce.copy(data=toce)
+    with pytest.raises(InvalidDataError, match=r"toce: 2 ocean cells in 2 snapshots.*drop_nan_snapshots=True"):
+        train(bad, "tiny", steps=1, progress=False)
+    with pytest.warns(UserWarning, match="Dropping 2 snapshots"):
+        model = train(bad, "tiny", steps=1, batch_size=2, drop_nan_snapshots=True, progress=False)
+    assert np.isfinite(model.metadata["training"]["final_loss"])
+
+
+def test_checkpoint_on_another_grid(data, tmp_path):
+    train(data, "tiny", steps=1, batch_size=2, progress=False, checkpoint_dir=tmp_path)
+    other = xoceandiff.datasets.dino(n=4, resolution=5.0)
+    with pytest.raises(GridMismatchError, match=r"\(36, 51, 17\).*\(36, 41, 14\)"):
+        train(other, tmp_path / MODEL_SUBDIR, steps=1, progress=False)
+
+
+def test_bad_arguments(data):
+    with pytest.raises(InvalidDataError, match="steps: expected a positive integer"):
+        train(data, "tiny", steps=0)
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = tmp_path / "single"
+    multi = tmp_path / "multi"
+    single.mkdir()
+    multi.mkdir()
+    subprocess.run([sys.executable, str(SCRIPTS / "ddp_train.py"), str(single)], check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(SCRIPTS / "ddp_train.py"), str(multi)],
+        check=True, env=env, timeout=300,
+    )
+    rank0 = safetensors.torch.load_file(str(multi / "rank0.safetensors"))
+    rank1 = safetensors.torch.load_file(str(multi / "rank1.safetensors"))
+    one = safetensors.torch.load_file(str(single / "rank0.safetensors"))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks diverged"
+    assert all(torch.allclose(rank0[k], one[k], atol=2e-5, rtol=1e-4) for k in rank0)
+    losses_multi = json.loads((multi / "rank0.json").read_text())
+    losses_single = json.loads((single / "rank0.json").read_text())
+    np.testing.assert_allclose([v for _, v in losses_multi], [v for _, v in losses_single], rtol=1e-4)
+    assert (multi / "ckpt" / MODEL_SUBDIR / "model.safetensors").exists()
+
+
+def test_cli_help_and_short_run(tmp_path):
+    from xoceandiff.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    code = main(["train", "--data", "dino", "--dino-n", "8", "--dino-resolution", "4", "--out", str(tmp_path / "run"),
+                 "--steps", "3", "--preset", "tiny", "--batch-size", "2", "--no-progress"])
+    assert code == 0
+    meta = load_model(tmp_path / "run" / MODEL_SUBDIR).metadata["training"]
+    assert meta["steps"] == 3 and "xoceandiff" in meta["command"] or meta["command"].startswith("xoceandiff")
