@@ -7,7 +7,7 @@ The loop (method.md)::
         eps = denoiser(x, t)
         x = scheduler.step(eps, t, x).prev_sample
         for c in constraints: x = c(x, t, ctx)
-    for c in constraints if c.at_end: x = c(x, 0, ctx)
+    for c in constraints if c.at_end: x = c.finish(x, ctx) if it has one, else c(x, 0, ctx)
 
 The scheduler is swapped by name (``ddpm``, ``ddim``, ``dpm`` = DPM-Solver++), the loop is not copied.
 Everything the constraints need is precomputed in the ConstraintContext, so the loop only touches
@@ -116,7 +116,8 @@ def sample_tensors(
                 bar.update(len(batch))
             for constraint in constraints:
                 if getattr(constraint, "at_end", False):
-                    x = constraint(x, 0, ctx)
+                    finish = getattr(constraint, "finish", None)
+                    x = finish(x, ctx) if finish is not None else constraint(x, 0, ctx)
         out.append(x.float().cpu())
     bar.close()
     return torch.cat(out) if out else torch.empty((0, *shape))

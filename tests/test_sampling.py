@@ -1,0 +1,133 @@
+"""Sampling: reproducible per-sample streams, samplers, output structure, bad input, the constraints at work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xoceandiff
+from xoceandiff.eos import sigma0_teos10
+from xoceandiff.errors import CheckpointError, ConstraintError, GridMismatchError, InvalidDataError
+from xoceandiff.training import prepare_model, train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return xoceandiff.datasets.dino(n=16, resolution=4.0, seed=2, chunks=8)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return train(data, "tiny", steps=30, batch_size=8, lr=3e-3, progress=False)
+
+
+def test_same_seed_same_samples_whatever_n(data, model):
+    kwargs = dict(model=model, sampler="ddim", steps=8, seed=5, progress=False)
+    four = data.oceandiff.sample(4, ["zero_mean", "border_zero_gradient"], batch_size=4, **kwargs)
+    eight = data.oceandiff.sample(8, ["zero_mean", "border_zero_gradient"], batch_size=4, **kwargs)
+    xr.testing.assert_identical(four.toce, eight.toce.isel(sample=slice(0, 4)))
+    other_batches = data.oceandiff.sample(4, ["zero_mean", "border_zero_gradient"], batch_size=3, **kwargs)
+    np.testing.assert_allclose(other_batches.toce.values, four.toce.values, rtol=0, atol=1e-4)
+    different = data.oceandiff.sample(4, [], model=model, sampler="ddim", steps=8, seed=6, progress=False)
+    assert np.nanmax(np.abs(different.toce.values - four.toce.values)) > 1e-3
+
+
+def test_ddpm_noise_streams_are_per_sample(data, model):
+    a = data.oceandiff.sample(3, [], model=model, sampler="ddpm", steps=10, seed=1, batch_size=1, progress=False)
+    b = data.oceandiff.sample(3, [], model=model, sampler="ddpm", steps=10, seed=1, batch_size=3, progress=False)
+    np.testing.assert_allclose(a.soce.values, b.soce.values, rtol=0, atol=1e-4)
+
+
+def test_output_structure(data, model):
+    samples = data.oceandiff.sample(2, ["border_zero"], model=model, sampler="ddim", steps=4, progress=False)
+    assert samples.toce.dims == ("sample", "z_c", "y_c", "x_c") and samples.ssh.dims == ("sample", "y_c", "x_c")
+    assert samples.sizes["z_c"] == 36
+    ocean = data.tmask.values
+    values = samples.toce.values
+    assert np.isnan(values[:, ~ocean]).all() and np.isfinite(values[:, ocean]).all()
+    assert samples.toce.attrs["standard_name"] == data.toce.attrs["standard_name"]
+    assert samples.toce.attrs["units"] == "degC"
+    for key in ("checkpoint_sha256", "sampler", "sampling_steps", "constraints", "seed", "xoceandiff_version"):
+        assert key in samples.attrs
+    assert samples.attrs["sampler"] == "ddim" and samples.attrs["sampling_steps"] == 4
+    assert samples.attrs["constraints"] == "border_zero"
+
+
+def test_zero_mean_in_physical_space(data, model):
+    """zero_mean drives each kept level's area-weighted ocean mean to the training mean."""
+    samples = data.oceandiff.sample(2, ["zero_mean"], model=model, sampler="ddim", steps=6, progress=False)
+    stats = data.oceandiff.statistics().compute()
+    area = (data.e1t * data.e2t).where(data.tmask)
+    level_means = samples.toce.weighted(area.fillna(0)).mean(("y_c", "x_c"))
+    kept = model.metadata["layout"]["levels"]
+    scale = np.asarray(model.metadata["normalisation"]["scale"]["toce"])[kept]
+    err = np.abs(level_means.isel(z_c=kept).values - stats.toce_mean.isel(z_c=kept).values) / scale
+    assert err.max() < 1e-5 * 10  # normalised units; float32 denormalisation adds rounding
+
+
+def test_samplers_by_name(data, model):
+    for sampler, steps in (("ddpm", 5), ("ddim", 5), ("dpm", 5)):
+        samples = data.oceandiff.sample(1, [], model=model, sampler=sampler, steps=steps, progress=False)
+        assert np.isfinite(samples.toce.values[0][data.tmask.values]).all(), sampler
+
+
+def test_bad_input_fails_before_work(data, model):
+    with pytest.raises(InvalidDataError, match="n: expected a positive"):
+        data.oceandiff.sample(0, model=model)
+    with pytest.raises(InvalidDataError, match="steps: expected an integer between 1 and 1000"):
+        data.oceandiff.sample(1, model=model, sampler="ddim", steps=5000)
+    with pytest.raises(InvalidDataError, match="sampler: expected one of"):
+        data.oceandiff.sample(1, model=model, sampler="euler")
+    with pytest.raises(ConstraintError, match="Available constraints: .*zero_mean"):
+        data.oceandiff.sample(1, ["no_such_constraint"], model=model)
+    other = xoceandiff.datasets.dino(n=2, resolution=5.0)
+    with pytest.raises(GridMismatchError, match=r"\(36, 51, 17\)"):
+        other.oceandiff.sample(1, model=model)
+
+
+def test_constraint_needing_a_missing_field(data):
+    ssh_only = prepare_model(data.drop_vars(["toce", "soce"]), "tiny", levels="all")
+    with pytest.raises(ConstraintError, match="toce"):
+        data.oceandiff.sample(1, ["stable_stratification"], model=ssh_only, progress=False)
+
+
+def test_model_from_training_record(data, tmp_path):
+    ds = data.copy()
+    ds.attrs = dict(data.attrs)
+    trained = ds.oceandiff.train("tiny", steps=2, batch_size=2, progress=False, checkpoint_dir=tmp_path)
+    assert ds.attrs["xoceandiff_checkpoint"] == str(trained.checkpoint_path)
+    samples = ds.oceandiff.sample(1, sampler="ddim", steps=2, progress=False)
+    assert samples.attrs["checkpoint_sha256"] == trained.checkpoint_hash
+
+
+def test_no_model_anywhere(data):
+    off_grid = xoceandiff.datasets.dino(n=1, resolution=5.0)
+    with pytest.raises(CheckpointError, match="No model given"):
+        off_grid.oceandiff.sample(1)
+
+
+def _density_error_percent(samples):
+    t = samples.toce.values.astype("float64")
+    s = samples.soce.values.astype("float64")
+    rho = sigma0_teos10(t, s)
+    volume = (samples.e1t * samples.e2t * samples.e3t).where(samples.tmask).transpose("z_c", "y_c", "x_c").values
+    unstable = (rho[:, 1:] - rho[:, :-1]) < 0
+    return 100 * np.where(unstable, volume[None, 1:], 0).sum(axis=(1, 2, 3)) / np.nansum(volume)
+
+
+def test_stable_stratification_lowers_density_errors(data, model):
+    kwargs = dict(model=model, sampler="ddim", steps=10, seed=3, progress=False)
+    plain = data.oceandiff.sample(3, [], **kwargs)
+    guided = data.oceandiff.sample(3, ["stable_stratification"], **kwargs)
+    before, after = _density_error_percent(plain), _density_error_percent(guided)
+    assert after.mean() < before.mean(), (before, after)
