@@ -54,6 +54,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import xoceandiff
+
+    from .model import load_model
+    from .parallel import connect, generate_to_netcdf
+    from .pretrained import bundled_checkpoint
+
+    checkpoint = args.checkpoint or bundled_checkpoint()
+    model = load_model(checkpoint)
+    if args.data:
+        ds = _load_data(args.data, args.mesh_mask, 1, 1.0, 0)
+    else:
+        resolution = model.metadata.get("dataset", {}).get("dino_resolution") or _dino_resolution(model)
+        ds = xoceandiff.datasets.dino(n=1, resolution=resolution)
+    client = connect(args.scheduler, args.local_workers)
+    try:
+        out = generate_to_netcdf(
+            ds, args.n, args.constraints, out=args.out, model=model, chunks=args.chunks, overwrite=args.overwrite,
+            client=client, sampler=args.sampler, steps=args.steps, seed=args.seed, device=args.device,
+            resources={"GPU": 1} if args.gpu_resources else None,
+        )
+    finally:
+        if client is not None:
+            client.close()
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def _dino_resolution(model) -> float:
+    from .errors import GridMismatchError
+
+    shape = model.metadata["grid"]["shape"]
+    for resolution in (4.0, 5.0, 2.0, 1.0, 3.0, 0.5, 0.25):
+        ny = 2 * int(round(99 / resolution)) + 1
+        if ny == shape[1]:
+            return resolution
+    raise GridMismatchError(
+        f"The checkpoint's grid {tuple(shape)} is not a DINO-like grid; pass --data FILES --mesh-mask FILE."
+    )
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -98,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-seed", type=int, default=0, help="its seed (default: %(default)s)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(func=_cmd_train)
+
+    sample = sub.add_parser("sample", help="generate samples chunk by chunk (resumable) into a CF NetCDF file")
+    sample.add_argument("--checkpoint", default=None, help="model checkpoint folder (default: the bundled model)")
+    sample.add_argument("--n", type=int, required=True, help="number of samples")
+    sample.add_argument("--chunks", type=int, required=True, help="samples per task / part file")
+    sample.add_argument("--constraints", nargs="*", default=[], help="constraint names, applied in order")
+    sample.add_argument("--out", required=True, help="output NetCDF file")
+    sample.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm (default: %(default)s)")
+    sample.add_argument("--steps", type=int, default=None, help="sampling steps (default: 1000 ddpm, 50 ddim, 25 dpm)")
+    sample.add_argument("--seed", type=int, default=0, help="sample i uses the random stream (seed, i)")
+    sample.add_argument("--data", nargs="+", default=None, help="NEMO files giving the grid (default: the DINO-like grid)")
+    sample.add_argument("--mesh-mask", default=None, help="mesh_mask.nc or domain_cfg.nc of --data")
+    sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda if the worker has one)")
+    where = sample.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, help="address of a running dask scheduler (e.g. tcp://host:8786)")
+    where.add_argument("--local-workers", type=int, default=None, help="start a LocalCluster with N worker processes")
+    sample.add_argument("--gpu-resources", action="store_true", help="each task needs worker resource GPU=1")
+    sample.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    sample.set_defaults(func=_cmd_sample)
     return parser
 
 

@@ -228,6 +228,7 @@ def prepare_model(
             "variables": list(layout.fields),
             "grid": grid_fingerprint(ds),
             "periodic_x": int(ds.attrs.get("Iperio", 0)),
+            "dataset": {k: ds.attrs[k] for k in ("title", "source", "dino_resolution", "dino_seed") if k in ds.attrs},
         }
     )
     return model

@@ -1,0 +1,124 @@
+"""Dask-chunked generation: lazy graphs, LocalCluster, determinism across chunkings, resumable jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xoceandiff
+from xoceandiff.errors import CheckpointError, InvalidDataError, OutputExistsError
+from xoceandiff.parallel import connect, generate_to_netcdf, part_paths
+from xoceandiff.training import train
+
+KW = dict(sampler="ddim", steps=4, seed=9)
+CONSTRAINTS = ["zero_mean", "border_zero_gradient"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return xoceandiff.datasets.dino(n=8, resolution=4.0, seed=2, chunks=8)
+
+
+@pytest.fixture(scope="module")
+def model(data, tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("ckpt")
+    trained = train(data, "tiny", steps=3, batch_size=4, progress=False, checkpoint_dir=folder)
+    torch.set_num_threads(threads)
+    return trained
+
+
+def test_lazy_until_computed(data, model, compute_counter):
+    lazy = data.oceandiff.sample(8, CONSTRAINTS, model=model, chunks=2, **KW)
+    assert compute_counter.count == 0
+    assert lazy.toce.chunks[0] == (2, 2, 2, 2)
+    graph = dict(lazy.__dask_graph__())
+    sampling_tasks = [k for k in graph if "xoceandiff-sample" in str(k)]
+    assert len(sampling_tasks) == 4
+    # the weights are not in the graph: its pickled size does not change with the model size
+    import pickle
+
+    assert len(pickle.dumps(graph)) < 5 * 1024**2
+    assert all(not isinstance(v, torch.nn.Module) for v in graph.values())
+
+
+def test_local_cluster_equals_threaded_and_other_chunking(data, model):
+    from distributed import Client, LocalCluster
+
+    local = data.oceandiff.sample(8, CONSTRAINTS, model=model, chunks=2, **KW).compute(scheduler="threads")
+    other = data.oceandiff.sample(8, CONSTRAINTS, model=model, chunks=4, **KW).compute(scheduler="threads")
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster):
+        distributed = data.oceandiff.sample(8, CONSTRAINTS, model=model, chunks=2, **KW).compute()
+    xr.testing.assert_identical(distributed.toce, local.toce)
+    np.testing.assert_allclose(other.toce.values, local.toce.values, rtol=0, atol=1e-4)
+    eager = data.oceandiff.sample(8, CONSTRAINTS, model=model, batch_size=2, progress=False, **KW)
+    xr.testing.assert_identical(eager.toce, local.toce)
+
+
+def test_resumable_generation_after_a_kill(data, model, tmp_path):
+    checkpoint = str(model.checkpoint_path)
+    command = [sys.executable, "-m", "xoceandiff.cli", "sample", "--checkpoint", checkpoint, "--n", "12",
+               "--chunks", "2", "--constraints", *CONSTRAINTS, "--sampler", "ddim", "--steps", "60", "--seed", "9"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference.nc"
+    subprocess.run([*command, "--out", str(reference)], check=True, env=env, capture_output=True)
+
+    target = tmp_path / "killed.nc"
+    parts = part_paths(target, 12, 2)
+    process = subprocess.Popen([*command, "--out", str(target)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while sum(p.exists() for p in parts) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = sum(p.exists() for p in parts)
+    assert 0 < done < len(parts), f"kill came at a bad moment ({done} parts)"
+    assert not target.exists()
+    # the re-run skips finished parts and yields a file identical to the uninterrupted run
+    subprocess.run([*command, "--out", str(target)], check=True, env=env, capture_output=True)
+    with xr.open_dataset(reference) as a, xr.open_dataset(target) as b:
+        xr.testing.assert_identical(a.load().drop_attrs(deep=False), b.load().drop_attrs(deep=False))
+        assert np.array_equal(a.toce.values, b.toce.values, equal_nan=True)
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == ["killed.nc", "reference.nc"], leftovers
+
+
+def test_bad_input(data, model, tmp_path):
+    with pytest.raises(InvalidDataError, match="chunks: expected a number of samples per chunk between 1 and n=4"):
+        data.oceandiff.sample(4, model=model, chunks=0)
+    with pytest.raises(InvalidDataError, match="between 1 and n=4, found 5"):
+        data.oceandiff.sample(4, model=model, chunks=5)
+    start = time.perf_counter()
+    with pytest.raises(InvalidDataError, match="Cannot reach the dask scheduler at 'tcp://127.0.0.1:9'"):
+        connect("tcp://127.0.0.1:9", timeout=2)
+    assert time.perf_counter() - start < 15
+    existing = tmp_path / "exists.nc"
+    existing.write_bytes(b"")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        generate_to_netcdf(data, 2, out=existing, model=model, chunks=1, **KW)
+    unsaved = xoceandiff.training.prepare_model(data, "tiny")
+    with pytest.raises(CheckpointError, match="needs a model saved to a checkpoint"):
+        data.oceandiff.sample(2, model=unsaved, chunks=1)
+
+
+def test_checkpoint_unreadable_on_worker(data, model, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(model.checkpoint_path, copy)
+    moved = xoceandiff.model.load_model(copy)
+    lazy = data.oceandiff.sample(2, model=moved, chunks=1, **KW)
+    shutil.rmtree(copy)
+    with pytest.raises(CheckpointError, match="not readable from this worker"):
+        lazy.compute(scheduler="sync")
+    assert not Path(copy).exists()
