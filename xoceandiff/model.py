@@ -413,7 +413,7 @@ class Denoiser(torch.nn.Module):
                 stream.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
                 stream.flush()
                 os.fsync(stream.fileno())
-            _move_into_place(tmp, path)
+            move_into_place(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -671,7 +671,7 @@ def _fsync(file: Path) -> None:
         os.close(fd)
 
 
-def _move_into_place(tmp: Path, path: Path) -> None:
+def move_into_place(tmp: Path, path: Path) -> None:
     """Rename the finished ``tmp`` to ``path``; an existing ``path`` is removed only afterwards."""
     if not (path.exists() or path.is_symlink()):
         os.replace(tmp, path)

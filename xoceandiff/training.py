@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +42,8 @@ from tqdm.auto import tqdm
 
 from .conventions import FIELDS
 from .errors import CheckpointError, InvalidDataError
-from .io import atomic_path
 from .layout import Layout, grid_fingerprint, to_tensor
-from .model import Denoiser, load_model
+from .model import Denoiser, load_model, move_into_place
 from .normalisation import Normaliser, normalise, statistics
 
 __all__ = ["train", "prepare_model", "check_finite", "SnapshotStream"]
@@ -301,10 +302,14 @@ def _save_state(folder: Path, optimiser, lr_schedule, step: int, generator: torc
         "model_sha256": weights_hash,
         "ema": ema_scalars,
     }
-    with atomic_path(folder, overwrite=True) as tmp:
-        tmp.mkdir()
+    # Written beside the target and swapped in whole: a kill leaves the previous state or the new one.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    try:
         safetensors.torch.save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
+        move_into_place(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_state(folder: Path, optimiser, lr_schedule, generator: torch.Generator, weights_hash: str | None,
@@ -363,6 +368,7 @@ def train(
     buffer_chunks: int = 4,
     progress: bool = True,
     record: Mapping[str, Any] | None = None,
+    stop_after: int | None = None,
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM, epsilon prediction).
 
@@ -400,6 +406,9 @@ def train(
         Show a tqdm bar with the loss.
     record : mapping, optional
         Extra facts stored in the checkpoint's training record (the CLI stores its command line).
+    stop_after : int, optional
+        Do at most this many steps in this call, checkpoint, and return (for jobs under a wall-time
+        limit: the next call with the same arguments continues the run).
 
     Returns
     -------
@@ -426,6 +435,9 @@ def train(
             f"batch_size: the global batch ({batch_size}) must divide among the {rank.world} processes."
         )
     ds = check_finite(ds, drop=drop_nan_snapshots)
+    # The seed fixes the initial weights too (a new model is built below), and any module-internal
+    # randomness; every rank starts from the same weights.
+    torch.manual_seed(seed)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     resume = checkpoint_dir is not None and (checkpoint_dir / STATE_SUBDIR / "state.json").exists()
     if resume:
@@ -437,7 +449,6 @@ def train(
     layout = Layout.from_dict(model.metadata["layout"])
     normaliser = Normaliser.from_dict(model.metadata["normalisation"])
 
-    torch.manual_seed(seed)  # any module-internal randomness (dropout, ...) follows the seed too
     model.to(device).train()
     net: torch.nn.Module = model
     if rank.world > 1:
@@ -470,7 +481,8 @@ def train(
     bar = tqdm(total=steps, initial=start_step, desc="train", disable=not (progress and rank.main), unit="step")
     loss_value = float("nan")
     recent: list[float] = []
-    for step in range(start_step, steps):
+    end = steps if stop_after is None else min(steps, start_step + int(stop_after))
+    for step in range(start_step, end):
         x0 = next(batches)
         # Draw the global batch's noise and timesteps on every rank, then keep this rank's slice: N
         # processes then see exactly what one process with the same global batch would.
@@ -503,13 +515,13 @@ def train(
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
         bar.update(1)
         done = step + 1
-        if checkpoint_dir is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)):
+        if checkpoint_dir is not None and (done == end or (checkpoint_every and done % checkpoint_every == 0)):
             _checkpoint(model, ema, checkpoint_dir, optimiser, lr_schedule, done, generator,
                         _record(steps, batch_size, lr, seed, done, losses, record, rank), rank)
     bar.close()
     if ema is not None:
         ema.copy_to(model.parameters())
-    model.metadata["training"] = _record(steps, batch_size, lr, seed, steps, losses, record, rank)
+    model.metadata["training"] = _record(steps, batch_size, lr, seed, end, losses, record, rank)
     model.metadata["training"]["final_loss"] = losses[-1][1] if losses else loss_value
     if checkpoint_dir is not None:
         model.checkpoint_path = (checkpoint_dir / MODEL_SUBDIR).resolve()
