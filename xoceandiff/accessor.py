@@ -92,3 +92,43 @@ class OceanDiffAccessor:
         from .sampling import sample
 
         return sample(self._ds, n, constraints, **kwargs)
+
+    # -- diagnostics --------------------------------------------------------------------------------
+
+    def diagnostics(self, *, eos: str = "teos10-poly", depth_box: float = 1500.0) -> xr.Dataset:
+        """Per-record physical metrics, lazy (see :func:`xoceandiff.diagnostics.diagnostics`)."""
+        from .diagnostics import diagnostics
+
+        return diagnostics(self._ds, eos=eos, depth_box=depth_box)
+
+    def density_errors(self, *, eos: str = "teos10-poly") -> xr.DataArray:
+        """The paper's density-error percentage per record (see :func:`xoceandiff.diagnostics.density_error_percent`)."""
+        from .diagnostics import density_error_percent
+
+        return density_error_percent(self._ds, eos=eos)
+
+    def diversity(self) -> xr.Dataset:
+        """Mean pairwise RMS distance between the records (see :func:`xoceandiff.diagnostics.diversity`)."""
+        from .diagnostics import diversity
+
+        return diversity(self._ds)
+
+    # -- outputs ------------------------------------------------------------------------------------
+
+    def to_netcdf(self, path: str | os.PathLike, *, compute: bool = True, overwrite: bool = False, encoding=None):
+        """CF-1.11 NetCDF, written chunk by chunk and atomically (see :func:`xoceandiff.io.to_netcdf`)."""
+        from .io import to_netcdf
+
+        return to_netcdf(self._ds, path, compute=compute, overwrite=overwrite, encoding=encoding)
+
+    def to_restart(self, target: str | os.PathLike, **kwargs):
+        """One NEMO restart per sample (see :func:`xoceandiff.restart.to_restart`)."""
+        from .restart import to_restart
+
+        return to_restart(self._ds, target, **kwargs)
+
+    def to_initial_state(self, target: str | os.PathLike, **kwargs):
+        """NEMO initial-state files for ``ln_tsd_init`` (see :func:`xoceandiff.restart.to_initial_state`)."""
+        from .restart import to_initial_state
+
+        return to_initial_state(self._ds, target, **kwargs)

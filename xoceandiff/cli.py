@@ -95,6 +95,60 @@ def _dino_resolution(model) -> float:
     )
 
 
+def _open_samples(path: str, grid):
+    from .io import open_samples
+
+    return open_samples(path, grid=grid)
+
+
+def _reference(args: argparse.Namespace, samples_path: str):
+    import xarray as xr
+
+    import xoceandiff
+
+    if args.reference and list(args.reference) != ["dino"]:
+        return xoceandiff.open_nemo(list(args.reference), mesh_mask=args.mesh_mask)
+    with xr.open_dataset(samples_path) as raw:
+        ny = raw.sizes.get("y_c")
+    for resolution in (4.0, 5.0, 2.0, 1.0, 3.0, 0.5):
+        if 2 * int(round(99 / resolution)) + 1 == ny:
+            return xoceandiff.datasets.dino(n=args.dino_n, resolution=resolution, seed=0)
+    from .errors import GridMismatchError
+
+    raise GridMismatchError(f"{samples_path!r} is not on a DINO-like grid (ny={ny}); pass --reference FILES --mesh-mask FILE.")
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from .plotting import plot_all
+    from .report import report
+
+    reference = _reference(args, args.samples[0].rpartition("=")[2])
+    sets = {}
+    for item in args.samples:
+        name, _, path = item.rpartition("=")
+        sets[name or Path(path).stem] = _open_samples(path, reference)
+    rep = report(reference=reference, samples=sets, out=args.out, overwrite=args.overwrite, eos=args.eos,
+                 depth_box=args.depth_box)
+    print(rep.to_markdown())
+    figures = [] if args.no_figures else plot_all(reference, sets, Path(args.out) / "figures", report=rep,
+                                                   overwrite=args.overwrite, eos=args.eos, depth_box=args.depth_box)
+    print(f"\nreport written to {args.out} ({len(figures)} figures)")
+    return 0
+
+
+def _cmd_restart(args: argparse.Namespace) -> int:
+    from .nemo import open_grid
+
+    grid = open_grid(args.mesh_mask) if args.mesh_mask else _reference(args, args.samples)
+    samples = _open_samples(args.samples, grid)
+    paths = samples.oceandiff.to_restart(
+        args.out, mesh_mask=args.mesh_mask, template=args.template, nemo_version=args.nemo_version, kt=args.kt,
+        velocities=args.velocities, overwrite=args.overwrite,
+    )
+    print(f"wrote {len(paths)} restart files to {args.out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -158,6 +212,31 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--gpu-resources", action="store_true", help="each task needs worker resource GPU=1")
     sample.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     sample.set_defaults(func=_cmd_sample)
+
+    diagnose = sub.add_parser("diagnose", help="the paper's diagnostics table, metrics and figures for sample files")
+    diagnose.add_argument("samples", nargs="+", help="sample NetCDF files written by xoceandiff (optionally NAME=FILE)")
+    diagnose.add_argument("--reference", nargs="+", default=["dino"], help="reference NEMO files, or 'dino' (default)")
+    diagnose.add_argument("--mesh-mask", default=None, help="mesh_mask.nc or domain_cfg.nc of --reference")
+    diagnose.add_argument("--dino-n", type=int, default=200, help="snapshots of the DINO-like reference (default: %(default)s)")
+    diagnose.add_argument("--out", required=True, help="report folder")
+    diagnose.add_argument("--eos", default="teos10-poly", help="teos10-poly or seos (default: %(default)s)")
+    diagnose.add_argument("--depth-box", type=float, default=1500.0, help="box depth in m (default: %(default)s)")
+    diagnose.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    diagnose.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    diagnose.set_defaults(func=_cmd_diagnose)
+
+    restart = sub.add_parser("restart", help="write one NEMO restart per sample of a samples file")
+    restart.add_argument("samples", help="sample NetCDF file written by xoceandiff")
+    restart.add_argument("--mesh-mask", default=None, help="mesh_mask.nc / domain_cfg.nc of the configuration")
+    restart.add_argument("--reference", nargs="+", default=["dino"], help=argparse.SUPPRESS)
+    restart.add_argument("--dino-n", type=int, default=1, help=argparse.SUPPRESS)
+    restart.add_argument("--out", required=True, help="output folder")
+    restart.add_argument("--template", default=None, help="an existing restart to copy every other variable from")
+    restart.add_argument("--nemo-version", default="4.2", help="4.0, 4.2 or 5.0 (default: %(default)s)")
+    restart.add_argument("--kt", type=int, default=0, help="time step of the restart (nn_it000 = kt + 1)")
+    restart.add_argument("--velocities", default="rest", help="rest or thermal_wind (default: %(default)s)")
+    restart.add_argument("--overwrite", action="store_true", help="replace existing files")
+    restart.set_defaults(func=_cmd_restart)
     return parser
 
 

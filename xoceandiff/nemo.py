@@ -22,7 +22,7 @@ import xnemogcm
 from .conventions import FIELDS, GRID_ATTRS, TIME_DIM, FieldSpec
 from .errors import GridMismatchError, MissingVariableError
 
-__all__ = ["open_nemo", "canonicalise", "find_field", "is_periodic_x", "GRID_VARIABLES"]
+__all__ = ["open_nemo", "open_grid", "canonicalise", "find_field", "is_periodic_x", "GRID_VARIABLES"]
 
 PathLike = str | os.PathLike
 
@@ -163,6 +163,36 @@ def _mask_from_levels(domcfg: xr.Dataset) -> xr.DataArray:
     return (level >= domcfg["top_level"]) & (level <= domcfg["bottom_level"]) & (domcfg["bottom_level"] > 0)
 
 
+def _grid_coordinates(grid: xr.Dataset) -> dict[str, xr.DataArray]:
+    """The canonical grid variables (``GRID_VARIABLES``) of an xnemogcm grid, with ``tmask`` as bool."""
+    if "tmask" not in grid:
+        if {"top_level", "bottom_level"} <= set(grid.variables):
+            grid = grid.assign(tmask=_mask_from_levels(grid).transpose("z_c", "y_c", "x_c"))
+        else:
+            raise MissingVariableError(
+                "The grid file holds neither 'tmask' nor 'top_level'/'bottom_level': cannot tell land from "
+                "ocean. Pass the mesh_mask.nc or domain_cfg.nc of this configuration."
+            )
+    grid_vars: dict[str, xr.DataArray] = {}
+    for name in GRID_VARIABLES:
+        source = name
+        if name not in grid.variables and f"{name}_0" in grid.variables:
+            source = f"{name}_0"  # linear free surface: only the reference thickness exists
+        if source in grid.variables:
+            grid_vars[name] = grid[source].reset_coords(drop=True)
+    if "e3t" not in grid_vars and "e3t_1d" in grid.variables:
+        grid_vars["e3t"] = grid["e3t_1d"].broadcast_like(grid["tmask"]).reset_coords(drop=True)
+    for required in ("e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit"):
+        if required not in grid_vars:
+            raise MissingVariableError(
+                f"The grid file has no '{required}' (nor '{required}_0'): it is needed for cell areas, volumes "
+                "and positions. Pass the mesh_mask.nc or domain_cfg.nc written by NEMO for this configuration."
+            )
+    grid_vars["tmask"] = grid_vars["tmask"].astype(bool)
+    return grid_vars
+
+
+
 def canonicalise(
     merged: xr.Dataset, fields: Iterable[str] | None = None, *, periodic_x: bool | None = None
 ) -> xr.Dataset:
@@ -200,31 +230,8 @@ def canonicalise(
             "standard_name attribute."
         )
 
-    grid = merged
-    if "tmask" not in grid:
-        if {"top_level", "bottom_level"} <= set(grid.variables):
-            grid = grid.assign(tmask=_mask_from_levels(grid).transpose("z_c", "y_c", "x_c"))
-        else:
-            raise MissingVariableError(
-                "The grid file holds neither 'tmask' nor 'top_level'/'bottom_level': cannot tell land from "
-                "ocean. Pass the mesh_mask.nc or domain_cfg.nc of this configuration."
-            )
-    grid_vars: dict[str, xr.DataArray] = {}
-    for name in GRID_VARIABLES:
-        source = name
-        if name not in grid.variables and f"{name}_0" in grid.variables:
-            source = f"{name}_0"  # linear free surface: only the reference thickness exists
-        if source in grid.variables:
-            grid_vars[name] = grid[source].reset_coords(drop=True)
-    if "e3t" not in grid_vars and "e3t_1d" in grid.variables:
-        grid_vars["e3t"] = grid["e3t_1d"].broadcast_like(grid["tmask"]).reset_coords(drop=True)
-    for required in ("e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit"):
-        if required not in grid_vars:
-            raise MissingVariableError(
-                f"The grid file has no '{required}' (nor '{required}_0'): it is needed for cell areas, volumes "
-                "and positions. Pass the mesh_mask.nc or domain_cfg.nc written by NEMO for this configuration."
-            )
-    tmask = grid_vars["tmask"] = grid_vars["tmask"].astype(bool)
+    grid_vars = _grid_coordinates(merged)
+    tmask = grid_vars["tmask"]
 
     out = xr.Dataset(attrs={})
     for name, source in found.items():
@@ -269,6 +276,26 @@ def set_cf_attributes(ds: xr.Dataset, periodic_x: bool) -> xr.Dataset:
     ds.attrs["Iperio"] = int(periodic_x)
     ds.attrs.setdefault("Conventions", "CF-1.11")
     return ds
+
+
+def open_grid(mesh_mask: PathLike | Iterable[PathLike]) -> xr.Dataset:
+    """The canonical grid (coordinates only, no fields) of a ``mesh_mask.nc`` or ``domain_cfg.nc``.
+
+    Examples
+    --------
+    >>> import tempfile, xoceandiff
+    >>> paths = xoceandiff.datasets.dino(n=1, resolution=4.0).oceandiff.to_nemo_files(tempfile.mkdtemp())
+    >>> grid = open_grid(paths["mesh_mask"])
+    >>> int(grid.tmask.isel(z_c=0).sum()), grid.attrs["Iperio"]
+    (753, 1)
+    """
+    mesh_files = _as_file_list(mesh_mask, "mesh_mask/domain_cfg")
+    domcfg = xnemogcm.open_domain_cfg(files=[str(p) for p in mesh_files])
+    out = xr.Dataset(coords=_grid_coordinates(domcfg))
+    for dim in ("x_c", "x_f", "y_c", "y_f", "z_c", "z_f"):
+        if dim in domcfg.coords:
+            out = out.assign_coords({dim: domcfg[dim].variable})
+    return set_cf_attributes(out, periodic_x=is_periodic_x(domcfg.attrs, domcfg.variables))
 
 
 def open_nemo(
