@@ -66,13 +66,16 @@ def test_output_structure(data, model):
 def test_zero_mean_in_physical_space(data, model):
     """zero_mean drives each kept level's area-weighted ocean mean to the training mean."""
     samples = data.oceandiff.sample(2, ["zero_mean"], model=model, sampler="ddim", steps=6, progress=False)
-    stats = data.oceandiff.statistics().compute()
+    stats = data.oceandiff.statistics(weighted=True).compute()  # targets: the area-weighted training means
     area = (data.e1t * data.e2t).where(data.tmask)
     level_means = samples.toce.weighted(area.fillna(0)).mean(("y_c", "x_c"))
     kept = model.metadata["layout"]["levels"]
     scale = np.asarray(model.metadata["normalisation"]["scale"]["toce"])[kept]
     err = np.abs(level_means.isel(z_c=kept).values - stats.toce_mean.isel(z_c=kept).values) / scale
     assert err.max() < 1e-5 * 10  # normalised units; float32 denormalisation adds rounding
+    # the test discriminates: unweighted and area-weighted training means differ by degrees at 4°
+    plain = data.oceandiff.statistics().compute()
+    assert float(abs(plain.toce_mean - stats.toce_mean).isel(z_c=0)) > 1.0
 
 
 def test_samplers_by_name(data, model):

@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--template", default=None, help="an existing restart to copy every other variable from")
     restart.add_argument("--nemo-version", default="4.2", help="4.0, 4.2 or 5.0 (default: %(default)s)")
     restart.add_argument("--kt", type=int, default=0, help="time step of the restart (nn_it000 = kt + 1)")
-    restart.add_argument("--velocities", default="rest", help="rest or thermal_wind (default: %(default)s)")
+    restart.add_argument("--velocities", default=None, help="rest or thermal_wind (default: rest, or the template's)")
     restart.add_argument("--overwrite", action="store_true", help="replace existing files")
     restart.set_defaults(func=_cmd_restart)
     return parser

@@ -437,3 +437,46 @@ def to_netcdf(
     if compute:
         return _write_and_rename(job, tmp, target, overwrite)
     return dask.delayed(_write_and_rename, pure=False)(job, tmp, target, overwrite)
+
+
+def open_samples(path: str | os.PathLike, grid: xr.Dataset, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
+    """Open a file written by :func:`to_netcdf` back into the canonical form, on ``grid``.
+
+    The CF file drops the grid helpers (masks, U/V scale factors, index coordinates); they come back
+    from ``grid`` (any canonical dataset or :func:`xoceandiff.nemo.open_grid` result on the same grid).
+
+    Raises
+    ------
+    xoceandiff.errors.GridMismatchError
+        The file and ``grid`` have different shapes.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+    >>> path = to_netcdf(ds, pathlib.Path(tempfile.mkdtemp()) / "data.nc")
+    >>> back = open_samples(path, ds)
+    >>> bool((back.toce == ds.toce).sum() == ds.toce.notnull().sum())
+    True
+    """
+    from .errors import GridMismatchError
+
+    raw = xr.open_dataset(path, chunks=dict(chunks) if chunks is not None else {}, decode_timedelta=False)
+    if VERTICAL_NAME in raw.dims:
+        raw = raw.rename({VERTICAL_NAME: "z_c"})
+    file_shape = tuple(raw.sizes.get(d) for d in ("z_c", "y_c", "x_c"))
+    grid_shape = tuple(grid.sizes.get(d) for d in ("z_c", "y_c", "x_c"))
+    if file_shape != grid_shape:
+        raise GridMismatchError(
+            f"{str(path)!r} holds fields of shape (z, y, x) = {file_shape} but the grid given has {grid_shape}. "
+            "Pass the mesh_mask (or data) of the configuration the samples were made for."
+        )
+    fields = [name for name in FIELDS if name in raw.data_vars]
+    out = raw[fields].drop_vars([c for c in ("z_c", "glamt", "gphit") if c in raw.coords])
+    coords = {name: grid[name].variable for name in grid.coords if set(grid[name].dims) <= {"x_c", "x_f", "y_c", "y_f", "z_c", "z_f"}}
+    out = out.assign_coords(coords)
+    for name in fields:
+        out[name].attrs = {k: v for k, v in raw[name].attrs.items() if k not in ("cell_measures", "units_metadata")}
+    out.attrs = dict(raw.attrs)
+    out.attrs["Iperio"] = int(grid.attrs.get("Iperio", 0))
+    return out

@@ -72,14 +72,15 @@ def _chunk_values(
     from .constraints import ConstraintContext, get_constraints
     from .layout import Layout, from_tensor
     from .normalisation import Normaliser
-    from .sampling import sample_tensors
+    from .sampling import sample_tensors, training_means
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = cached_model(checkpoint, sha256, device)
     layout = Layout.from_dict(model.metadata["layout"])
     normaliser = Normaliser.from_dict(model.metadata["normalisation"])
     torch_dtype = getattr(torch, dtype) if dtype else torch.float32
-    ctx = ConstraintContext.from_model(grid, layout, normaliser, device=torch.device(device), dtype=torch_dtype)
+    ctx = ConstraintContext.from_model(grid, layout, normaliser, device=torch.device(device), dtype=torch_dtype,
+                                       means=training_means(model))
     tensors = sample_tensors(
         model, indices, get_constraints(constraints), ctx=ctx, sampler=sampler, steps=steps, seed=seed,
         batch_size=batch_size, device=device, dtype=torch_dtype, progress=False,

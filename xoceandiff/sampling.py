@@ -123,6 +123,14 @@ def sample_tensors(
     return torch.cat(out) if out else torch.empty((0, *shape))
 
 
+def training_means(model: Denoiser) -> dict[str, list[float]] | None:
+    """The training data's area-weighted level means recorded in the checkpoint (None if absent)."""
+    means = model.metadata.get("area_weighted_means")
+    if not means:
+        return None
+    return {name: [float("nan") if v is None else v for v in values] for name, values in means.items()}
+
+
 def resolve_model(ds: xr.Dataset, model: Denoiser | str | os.PathLike | None, device=None) -> Denoiser:
     """The model to sample with: given, a checkpoint path, the one recorded in ``ds.attrs``, or the bundled one."""
     if isinstance(model, Denoiser):
@@ -218,7 +226,8 @@ def sample(
     steps = DEFAULT_STEPS[sampler] if steps is None and sampler in SAMPLERS else steps
     make_scheduler(model, sampler, steps)  # validates sampler and steps before any work
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    ctx = ConstraintContext.from_model(ds, layout, normaliser, device=device, dtype=dtype or torch.float32)
+    ctx = ConstraintContext.from_model(ds, layout, normaliser, device=device, dtype=dtype or torch.float32,
+                                       means=training_means(model))
     tensors = sample_tensors(
         model, range(int(n)), chosen, ctx=ctx, sampler=sampler, steps=steps, seed=seed,
         batch_size=batch_size, device=device, dtype=dtype, progress=progress,

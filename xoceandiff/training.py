@@ -46,7 +46,7 @@ from .layout import Layout, grid_fingerprint, to_tensor
 from .model import Denoiser, load_model, move_into_place
 from .normalisation import Normaliser, normalise, statistics
 
-__all__ = ["train", "prepare_model", "check_finite", "SnapshotStream"]
+__all__ = ["train", "prepare_model", "check_finite", "SnapshotStream", "level_means", "attach_area_means"]
 
 MODEL_SUBDIR = "model"
 STATE_SUBDIR = "training_state"
@@ -211,7 +211,11 @@ def prepare_model(
     if isinstance(model, Denoiser) and "layout" in model.metadata:
         return model
     if stats is None:
-        stats = statistics(ds, weighted=weighted, method=stats_method).compute()
+        stats = statistics(ds, weighted=weighted, method=stats_method)
+    # The mean constraints drive area-weighted level means (method.md): their targets are the training
+    # data's area-weighted means, whatever the weighting of the normalisation statistics.
+    area_means = statistics(ds, weighted=True) if not weighted else stats
+    stats, area_means = dask.compute(stats, area_means)
     normaliser = Normaliser.from_statistics(stats, scheme=scheme)
     layout = Layout.from_dataset(ds, levels=levels)
     if model is None or isinstance(model, str):
@@ -228,9 +232,27 @@ def prepare_model(
             "normalisation": normaliser.to_dict(),
             "variables": list(layout.fields),
             "grid": grid_fingerprint(ds),
+            "area_weighted_means": level_means(area_means, layout.fields),
             "periodic_x": int(ds.attrs.get("Iperio", 0)),
             "dataset": {k: ds.attrs[k] for k in ("title", "source", "dino_resolution", "dino_seed") if k in ds.attrs},
         }
+    )
+    return model
+
+
+def level_means(stats: xr.Dataset, fields: Sequence[str]) -> dict[str, list[float | None]]:
+    """Per-field, per-level means of a statistics Dataset as JSON-ready lists (NaN -> None)."""
+    out = {}
+    for name in fields:
+        values = np.atleast_1d(np.asarray(stats[f"{name}_mean"].values, dtype=np.float64))
+        out[name] = [None if not np.isfinite(v) else float(v) for v in values]
+    return out
+
+
+def attach_area_means(model: Denoiser, ds: xr.Dataset) -> Denoiser:
+    """Record the area-weighted level means of ``ds`` (the training data) in ``model.metadata``."""
+    model.metadata["area_weighted_means"] = level_means(
+        statistics(ds, weighted=True).compute(), model.metadata["layout"]["fields"]
     )
     return model
 
