@@ -157,3 +157,23 @@ def test_cli_help_and_short_run(tmp_path):
     assert code == 0
     meta = load_model(tmp_path / "run" / MODEL_SUBDIR).metadata["training"]
     assert meta["steps"] == 3 and "xoceandiff" in meta["command"] or meta["command"].startswith("xoceandiff")
+
+
+def test_background_model_climatology_and_checkpoint(data, tmp_path):
+    model = train(data, "tiny", steps=2, batch_size=4, progress=False, background=True, checkpoint_dir=tmp_path)
+    layout = xoceandiff.layout.Layout.from_dict(model.metadata["layout"])
+    norm = xoceandiff.normalisation.Normaliser.from_dict(model.metadata["normalisation"])
+    tensors = xoceandiff.layout.to_numpy(xoceandiff.normalisation.normalise(data, norm), layout, dim="t").astype("float64")
+    mean = tensors.mean(axis=0)
+    np.testing.assert_allclose(model.space_offset.numpy(), mean, rtol=0, atol=1e-6)
+    ocean = xoceandiff.gridops.GridOps.from_dataset(data, layout).mask.numpy()
+    spread = np.array([np.sqrt(((tensors[:, c] - mean[c]) ** 2)[:, ocean[c]].mean()) for c in range(layout.channels)])
+    np.testing.assert_allclose(model.space_scale.flatten().numpy(), np.maximum(spread, 1e-4), rtol=1e-5)
+    assert model.scheduler_config["clip_sample_range"] == 5.0
+    loaded = load_model(tmp_path / MODEL_SUBDIR)
+    assert loaded.background and torch.equal(loaded.space_offset, model.space_offset)
+    x = torch.randn(2, layout.channels, *layout.shape)
+    torch.testing.assert_close(loaded.from_model_space(loaded.to_model_space(x)), x, rtol=0, atol=1e-5)
+    # the diffusion variable of the training data is the standardised anomaly
+    y = model.to_model_space(torch.from_numpy(tensors).float())
+    assert abs(float(y[:, torch.from_numpy(ocean)].std()) - 1.0) < 0.05

@@ -42,6 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         levels=args.levels if args.levels in ("all", "every-other") else [int(v) for v in args.levels.split(",")],
         scheme=args.scheme,
         ema_decay=args.ema_decay,
+        background=args.background,
         drop_nan_snapshots=args.drop_nan_snapshots,
         progress=not args.no_progress,
         record={"command": command, "data": " ".join(args.data)},
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     train.add_argument("--levels", default="every-other", help="all, every-other or a comma list (default: %(default)s)")
     train.add_argument("--scheme", default="3-std", help="normalisation scheme (default: %(default)s)")
+    train.add_argument("--background", action="store_true",
+                       help="diffuse anomalies about the training climatology (see training.prepare_model)")
     train.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights with this decay")
     train.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU if any)")

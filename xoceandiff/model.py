@@ -175,10 +175,17 @@ class Denoiser(torch.nn.Module):
         net: torch.nn.Module | None = None,
         scheduler_config: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        background: bool = False,
     ) -> None:
         super().__init__()
         channels = _check_channels(channels)
         size = _check_sample_size(sample_size)
+        self.background = bool(background)
+        if self.background:
+            # The diffusion variable is y = (x - offset) / scale: anomalies about the training
+            # climatology, one scale per channel (see set_background).
+            self.register_buffer("space_offset", torch.zeros(channels, *size))
+            self.register_buffer("space_scale", torch.ones(channels, 1, 1))
 
         if net is not None:
             if unet_kwargs is not None:
@@ -215,6 +222,7 @@ class Denoiser(torch.nn.Module):
                 "preset": preset_name,
                 "unet_kwargs": resolved,
                 "network": network,
+                "background": self.background,
             },
             "config",
         )
@@ -259,6 +267,26 @@ class Denoiser(torch.nn.Module):
     def extra_repr(self) -> str:
         kind = self._config["preset"] or self._config["network"]
         return f"{kind!r}, channels={self.channels}, sample_size={self.sample_size}"
+
+    def set_background(self, offset: torch.Tensor, scale: torch.Tensor) -> None:
+        """Set the climatology ``offset`` (C, H, W) and per-channel ``scale`` (C,) of the diffusion variable."""
+        if not self.background:
+            raise InvalidDataError("set_background: build the Denoiser with background=True first")
+        with torch.no_grad():
+            self.space_offset.copy_(torch.as_tensor(offset).reshape(self.space_offset.shape))
+            self.space_scale.copy_(torch.as_tensor(scale).reshape(self.space_scale.shape))
+
+    def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised state -> diffusion variable (identity without a background)."""
+        if not self.background:
+            return x
+        return (x - self.space_offset) / self.space_scale
+
+    def from_model_space(self, y: torch.Tensor) -> torch.Tensor:
+        """Diffusion variable -> normalised state (identity without a background)."""
+        if not self.background:
+            return y
+        return self.space_offset + self.space_scale * y
 
     def make_scheduler(self) -> DDPMScheduler:
         """A fresh ``DDPMScheduler`` built from :attr:`scheduler_config`.
@@ -394,6 +422,9 @@ class Denoiser(torch.nn.Module):
             name: tensor.detach().to("cpu", copy=True).contiguous()
             for name, tensor in self.net.state_dict().items()
         }
+        if self.background:
+            tensors["space.offset"] = self.space_offset.detach().to("cpu", copy=True).contiguous()
+            tensors["space.scale"] = self.space_scale.detach().to("cpu", copy=True).contiguous()
 
         path.parent.mkdir(parents=True, exist_ok=True)
         # Same parent, so the final rename stays on one file system and is atomic.
@@ -497,6 +528,7 @@ def load_model(
             net=net,
             scheduler_config=document["scheduler"],
             metadata=document["metadata"],
+            background=bool(model_config.get("background", False)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(
@@ -507,6 +539,13 @@ def load_model(
         tensors = safetensors.torch.load_file(str(weights), device="cpu")
     except (safetensors.SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {error}") from error
+    space = {key: tensors.pop(key) for key in ("space.offset", "space.scale") if key in tensors}
+    if model.background:
+        if len(space) != 2:
+            raise CheckpointError(f"{weights} lacks the background tensors space.offset/space.scale its config announces")
+        model.set_background(space["space.offset"], space["space.scale"])
+    elif space:
+        raise CheckpointError(f"{weights} holds background tensors but its config has no background")
     _load_state(model.net, tensors, weights)
 
     model.eval()  # sampling is the usual next step; training code calls .train() itself

@@ -104,16 +104,22 @@ def sample_tensors(
     for first in range(0, len(indices), batch_size):
         batch = indices[first : first + batch_size]
         generators = [torch.Generator(device=device).manual_seed(sample_seed(seed, i)) for i in batch]
-        x = torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators])
+        # y is the diffusion variable (the normalised state, or its anomaly about the model's
+        # background); constraints always see the normalised state x.
+        y = torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators])
         scheduler = make_scheduler(model, sampler, steps)
-        x = x * scheduler.init_noise_sigma
+        y = y * scheduler.init_noise_sigma
         with torch.inference_mode():
             for t in scheduler.timesteps:
-                eps = model(x, t.to(device))
-                x = scheduler.step(eps, t, x, generator=generators).prev_sample
-                for constraint in constraints:
-                    x = constraint(x, t, ctx)
+                eps = model(y, t.to(device))
+                y = scheduler.step(eps, t, y, generator=generators).prev_sample
+                if constraints:
+                    x = model.from_model_space(y)
+                    for constraint in constraints:
+                        x = constraint(x, t, ctx)
+                    y = model.to_model_space(x)
                 bar.update(len(batch))
+            x = model.from_model_space(y)
             for constraint in constraints:
                 if getattr(constraint, "at_end", False):
                     finish = getattr(constraint, "finish", None)

@@ -43,10 +43,10 @@ from tqdm.auto import tqdm
 from .conventions import FIELDS
 from .errors import CheckpointError, InvalidDataError
 from .layout import Layout, grid_fingerprint, to_tensor
-from .model import Denoiser, load_model, move_into_place
+from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model, move_into_place
 from .normalisation import Normaliser, normalise, statistics
 
-__all__ = ["train", "prepare_model", "check_finite", "SnapshotStream", "level_means", "attach_area_means"]
+__all__ = ["train", "prepare_model", "climatology", "check_finite", "SnapshotStream", "level_means", "attach_area_means"]
 
 MODEL_SUBDIR = "model"
 STATE_SUBDIR = "training_state"
@@ -200,11 +200,19 @@ def prepare_model(
     stats: xr.Dataset | None = None,
     weighted: bool = False,
     stats_method: str = "pooled",
+    background: bool = False,
 ) -> Denoiser:
     """A denoiser whose metadata holds the layout, normalisation and grid fingerprint of ``ds``.
 
     ``model`` may be a preset name (``"paper"``, ``"small"``, ``"tiny"``), a Denoiser (its network is
     kept, its metadata completed), or a checkpoint path.
+
+    ``background=True`` (new presets only) makes the diffusion variable the anomaly about the training
+    climatology, ``y = (x - clim) / s`` with ``clim`` the per-cell mean of the normalised training
+    tensors and ``s`` the per-channel spread of the anomalies; samples are ``clim + s * y``. The paper
+    diffuses the normalised state itself (the default, ``False``); with little training, errors of the
+    model then scale with the spatial spread of each level, whereas with a background they scale with
+    the much smaller temporal spread. Its x0 clipping range becomes 5 (anomalies have unit spread).
     """
     if isinstance(model, str | os.PathLike) and Path(model).exists():
         model = load_model(model)
@@ -219,7 +227,11 @@ def prepare_model(
     normaliser = Normaliser.from_statistics(stats, scheme=scheme)
     layout = Layout.from_dataset(ds, levels=levels)
     if model is None or isinstance(model, str):
-        model = Denoiser(layout.channels, layout.shape, preset=model or "small")
+        scheduler_config = {**DEFAULT_SCHEDULER_CONFIG, "clip_sample_range": 5.0} if background else None
+        model = Denoiser(layout.channels, layout.shape, preset=model or "small", background=background,
+                         scheduler_config=scheduler_config)
+        if background:
+            model.set_background(*climatology(ds, layout, normaliser))
     elif tuple(model.sample_size) != tuple(layout.shape) or model.channels != layout.channels:
         raise InvalidDataError(
             f"model: expects {model.channels} channels of {tuple(model.sample_size)}, but the data's layout "
@@ -238,6 +250,29 @@ def prepare_model(
         }
     )
     return model
+
+
+def climatology(ds: xr.Dataset, layout: Layout, normaliser: Normaliser) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-cell mean (C, H, W) of the normalised training tensors and per-channel anomaly spread (C,).
+
+    One streamed pass over the dask chunks (float64 sums); the spread is the RMS anomaly over the
+    records and the ocean cells of each channel (floored at 1e-4 normalised units).
+    """
+    from .gridops import GridOps
+
+    chunks = _ChunkDataset(ds, layout, normaliser)
+    total = sum_sq = None
+    count = 0
+    for index in range(len(chunks)):
+        x = chunks[index].double()
+        total = x.sum(0) if total is None else total + x.sum(0)
+        sum_sq = (x * x).sum(0) if sum_sq is None else sum_sq + (x * x).sum(0)
+        count += len(x)
+    mean = total / count
+    variance = (sum_sq / count - mean * mean).clamp_min(0)
+    mask = GridOps.from_dataset(ds, layout).mask.to(torch.float64)
+    spread = ((variance * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1)).sqrt().clamp_min(1e-4)
+    return mean.float(), spread.float()
 
 
 def level_means(stats: xr.Dataset, fields: Sequence[str]) -> dict[str, list[float | None]]:
@@ -391,6 +426,7 @@ def train(
     progress: bool = True,
     record: Mapping[str, Any] | None = None,
     stop_after: int | None = None,
+    background: bool = False,
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM, epsilon prediction).
 
@@ -431,6 +467,8 @@ def train(
     stop_after : int, optional
         Do at most this many steps in this call, checkpoint, and return (for jobs under a wall-time
         limit: the next call with the same arguments continues the run).
+    background : bool
+        Diffuse anomalies about the training climatology (new models only; see :func:`prepare_model`).
 
     Returns
     -------
@@ -464,7 +502,7 @@ def train(
     resume = checkpoint_dir is not None and (checkpoint_dir / STATE_SUBDIR / "state.json").exists()
     if resume:
         model = load_model(checkpoint_dir / MODEL_SUBDIR)
-    model = prepare_model(ds, model, levels=levels, scheme=scheme)
+    model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background)
     from .layout import check_fingerprint
 
     check_fingerprint(model.metadata["grid"], ds)
@@ -505,7 +543,7 @@ def train(
     recent: list[float] = []
     end = steps if stop_after is None else min(steps, start_step + int(stop_after))
     for step in range(start_step, end):
-        x0 = next(batches)
+        x0 = model.to_model_space(next(batches).to(device))
         # Draw the global batch's noise and timesteps on every rank, then keep this rank's slice: N
         # processes then see exactly what one process with the same global batch would.
         noise = torch.randn(x0.shape, generator=generator)
