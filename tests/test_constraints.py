@@ -449,3 +449,13 @@ def test_isolated_inversion_is_removed_in_one_finishing_step(dino, model):
     assert abs(float(rho[k] - rho[k + 1])) < 0.05 * abs(float(
         sigma0_teos10(ctx.denormalise(x, "toce")[0, k, j, i].double(), ctx.denormalise(x, "soce")[0, k, j, i].double())
         - sigma0_teos10(ctx.denormalise(x, "toce")[0, k + 1, j, i].double(), ctx.denormalise(x, "soce")[0, k + 1, j, i].double())))
+
+
+def test_finish_stays_finite_on_noisy_states(dino, model):
+    """Regression: where density barely responds to a channel, the preconditioned step must not explode."""
+    layout, norm, ctx, data = model
+    noisy = data + 0.3 * torch.randn(data.shape, generator=torch.Generator().manual_seed(0))
+    noisy = torch.where(ctx.ops.mask, noisy, torch.zeros_like(noisy))
+    finished = StableStratification().finish(noisy, ctx)
+    assert torch.isfinite(finished).all()
+    assert float((finished - noisy).abs().max()) <= 20 * 1.0 + 1e-6  # at most max_step per iteration

@@ -6,6 +6,7 @@ Each subcommand parses its arguments and calls the library; no logic lives here.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -48,6 +49,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         record={"command": command, "data": " ".join(args.data)},
     )
     record = model.metadata["training"]
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary
+        return 0
     print(
         f"trained {record['steps']} steps in {time.perf_counter() - start:.0f} s, final loss "
         f"{record['final_loss']:.4f}\ncheckpoint: {Path(args.out) / MODEL_SUBDIR}"

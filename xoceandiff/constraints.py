@@ -595,6 +595,8 @@ class StableStratification(Constraint):
         :math:`x - \kappa(t) \nabla_x P`.
     final_iterations, final_kappa : int, float
         Preconditioned steps applied once after the last sampling step (:meth:`finish`); 0 to skip.
+    max_step : float
+        Largest change of one value (normalised units) per finishing step.
     """
 
     name = "stable_stratification"
@@ -610,6 +612,7 @@ class StableStratification(Constraint):
         per_cell: bool = True,
         final_iterations: int = 20,
         final_kappa: float = 0.25,
+        max_step: float = 1.0,
     ) -> None:
         if eos not in EOS_NAMES:
             raise ConstraintError(f"eos: expected one of {list(EOS_NAMES)}, found {eos!r}.")
@@ -619,6 +622,7 @@ class StableStratification(Constraint):
         self.per_cell = bool(per_cell)
         self.final_iterations = int(final_iterations)
         self.final_kappa = float(final_kappa)
+        self.max_step = float(max_step)
 
     def check(self, layout: Layout) -> None:
         """Also refuse a layout with fewer than two kept levels (no interface to test)."""
@@ -680,8 +684,12 @@ class StableStratification(Constraint):
             g2 = grad_rho.square()
             hessian[:, ctx.toce_channels] = 2 * touching * g2[:, ctx.toce_channels]
             hessian[:, ctx.soce_channels] = 2 * touching * g2[:, ctx.soce_channels]
-            step = torch.where(hessian > 0, grad_penalty / hessian.clamp_min(1e-30), torch.zeros_like(x))
-            x = x - self.final_kappa * step
+            # Levenberg-Marquardt damping and a cap: where the density barely responds to a channel
+            # (g ~ 0, e.g. far outside the ocean's range in a poor sample) the plain ratio explodes.
+            reference = hessian.amax(dim=(-2, -1), keepdim=True)
+            step = torch.where(hessian > 0, grad_penalty / (hessian + 1e-3 * reference).clamp_min(1e-30), torch.zeros_like(x))
+            step = torch.nan_to_num(self.final_kappa * step, nan=0.0, posinf=0.0, neginf=0.0)
+            x = x - step.clamp(-self.max_step, self.max_step)
         return x
 
     def __repr__(self) -> str:

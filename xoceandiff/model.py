@@ -2,7 +2,7 @@
 
 The network follows Meunier et al. (2025, arXiv:2502.02499): a diffusers ``UNet2DModel`` whose input
 and output are the ``(batch, channels, H, W)`` tensors built by :mod:`xoceandiff.layout` (37
-channels, a 64 x 208 padded plane for DINO 1°), trained with epsilon prediction under a DDPM
+channels, a 208 x 64 (H x W) padded plane for DINO 1°), trained with epsilon prediction under a DDPM
 ``squaredcos_cap_v2`` schedule of 1000 steps. :data:`PRESETS` holds the paper's configuration and
 two smaller ones for CPUs and tests; any torch module with the call signature
 ``net(x, timesteps)`` can be plugged in instead.
@@ -58,14 +58,14 @@ PathLike: TypeAlias = "str | os.PathLike[str]"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The configuration of the paper (method.md): 6.84 M parameters at 37 channels, ~25 GFLOP per
-    # sample and step at 64 x 208. No attention blocks: the reference has none.
+    # sample and step at 208 x 64. No attention blocks: the reference has none.
     "paper": {
         "block_out_channels": (64, 64, 128, 128),
         "layers_per_block": 2,
         "down_block_types": ("DownBlock2D",) * 4,
         "up_block_types": ("UpBlock2D",) * 4,
     },
-    # ~1.08 M parameters at 37 channels: about 1 s per AdamW step of a batch of 8 at 64 x 208 on
+    # ~1.08 M parameters at 37 channels: about 1 s per AdamW step of a batch of 8 at 208 x 64 on
     # 2 CPU cores, so a few hundred steps (enough to see the loss fall) take minutes.
     "small": {
         "block_out_channels": (32, 64, 64),
@@ -114,7 +114,7 @@ class Denoiser(torch.nn.Module):
     channels : int
         Number of input and output channels (37 for the paper's layout).
     sample_size : (int, int) or int
-        Spatial size ``(H, W)`` of the tensors (``(64, 208)`` for DINO 1°). With the built-in U-Net,
+        Spatial size ``(H, W)`` of the tensors (``(208, 64)`` for DINO 1°). With the built-in U-Net,
         both must be divisible by ``2 ** (len(block_out_channels) - 1)``, since the U-Net halves
         the plane that many times.
     preset : {"paper", "small", "tiny"}
@@ -168,7 +168,7 @@ class Denoiser(torch.nn.Module):
     def __init__(
         self,
         channels: int,
-        sample_size: tuple[int, int] | int = (64, 208),
+        sample_size: tuple[int, int] | int = (208, 64),
         preset: str = "small",
         *,
         unet_kwargs: Mapping[str, Any] | None = None,
