@@ -43,12 +43,15 @@ __all__ = ["SAMPLERS", "DEFAULT_STEPS", "make_scheduler", "sample_tensors", "sam
 SAMPLERS: dict[str, Callable[[dict], Any]] = {
     "ddpm": lambda config: DDPMScheduler.from_config(config),
     "ddim": lambda config: DDIMScheduler.from_config(config),
-    # DPM-Solver++ (2nd order, multistep); clipping keeps x0 predictions in the training range like DDPM.
+    # DPM-Solver++ (2nd order, multistep). It has no x0 clipping: with the squaredcos_cap_v2 schedule the
+    # first steps divide by sqrt(alpha_bar) ~ 0 and blow up unless lambda(t) is clipped (diffusers'
+    # lambda_min_clipped, "critical for the cosine schedule").
     "dpm": lambda config: DPMSolverMultistepScheduler.from_config(
-        {k: v for k, v in config.items() if k != "clip_sample"},
+        {k: v for k, v in config.items() if k not in ("clip_sample", "clip_sample_range")},
         algorithm_type="dpmsolver++",
         solver_order=2,
         thresholding=False,
+        lambda_min_clipped=-5.1,
     ),
 }
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm": 25}
@@ -72,6 +75,27 @@ def make_scheduler(model: Denoiser, sampler: str = "ddpm", steps: int | None = N
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index``'s random stream (independent streams from numpy's SeedSequence)."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _x0_clip(model: Denoiser, scheduler, device, dtype):
+    """For schedulers without x0 clipping (DPM-Solver++): clip x0 as DDPM/DDIM do, through epsilon.
+
+    ``x0 = (y - sqrt(1 - abar) eps) / sqrt(abar)`` is clipped to the model's ``clip_sample_range`` and
+    epsilon recomputed from it; near t = T, where ``abar ~ 0``, this keeps the first steps from amplifying
+    the denoiser's error. None when the scheduler clips by itself or the model does not ask for clipping.
+    """
+    config = model.scheduler_config
+    if not config.get("clip_sample", False) or "clip_sample" in scheduler.config:
+        return None
+    bound = float(config.get("clip_sample_range", 1.0))
+    abar = torch.as_tensor(scheduler.alphas_cumprod, device=device, dtype=torch.float32)
+
+    def clip(eps: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = abar[int(t)]
+        x0 = ((y - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-bound, bound)
+        return ((y - a.sqrt() * x0) / (1 - a).sqrt()).to(eps.dtype)
+
+    return clip
 
 
 def sample_tensors(
@@ -109,9 +133,12 @@ def sample_tensors(
         y = torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators])
         scheduler = make_scheduler(model, sampler, steps)
         y = y * scheduler.init_noise_sigma
+        clip = _x0_clip(model, scheduler, device, dtype)
         with torch.inference_mode():
             for t in scheduler.timesteps:
                 eps = model(y, t.to(device))
+                if clip is not None:
+                    eps = clip(eps, y, t)
                 y = scheduler.step(eps, t, y, generator=generators).prev_sample
                 if constraints:
                     x = model.from_model_space(y)
