@@ -92,9 +92,16 @@ def _chunk_values(
     )
 
 
+_TASK_GRID = ("tmask", "e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit", "x_c", "x_f", "y_c", "y_f", "z_c", "z_f")
+
+
 def _grid_only(ds: xr.Dataset) -> xr.Dataset:
-    """The grid of ``ds`` (coordinates only, loaded): small, shipped once in the graph."""
-    return xr.Dataset(coords={name: ds[name].variable for name in ds.coords}, attrs=dict(ds.attrs)).load()
+    """What a task needs of the grid (masks, T-cell sizes, depths, axes), loaded: shipped once in the graph.
+
+    The output's coordinates come from the full dataset when the graph is built, not from here.
+    """
+    coords = {name: ds[name].variable for name in _TASK_GRID if name in ds.variables}
+    return xr.Dataset(coords=coords, attrs=dict(ds.attrs)).load()
 
 
 def sample_lazy(
