@@ -77,7 +77,7 @@ def test_demo_end_to_end(tmp_path):
     assert (out / "samples_constrained.nc").exists() and (out / "samples_unconstrained.nc").exists()
     assert len(list((out / "restarts").glob("restart_*.nc"))) == 2
     assert len(list((out / "figures").glob("*.png"))) == 5
-    assert "| Data | 200 |" in result.stdout and "quality of the constrained samples" in result.stdout
+    assert "| Data | 200 |" in result.stdout and "quality of the samples 'Constraint'" in result.stdout
     with netCDF4.Dataset(out / "samples_constrained.nc") as nc:
         toce = nc["toce"][:]
         assert np.isfinite(toce.compressed()).all()

@@ -1,7 +1,8 @@
 """``xoceandiff demo``: the bundled model on the embedded DINO-like data, end to end, on a CPU.
 
 1. the DINO-like training data (``datasets.dino`` on the bundled model's grid);
-2. ``n`` samples without constraints and with ``["zero_mean", "border_zero_gradient"]`` (same seeds);
+2. ``n`` samples without constraints, with ``["zero_mean", "border_zero_gradient"]``, and with
+   ``stable_stratification`` added (same seeds);
 3. both sample sets as CF NetCDF, one NEMO restart per constrained sample (with the namelist settings);
 4. the paper's diagnostics table (printed, and as Markdown, LaTeX, CSV, NetCDF) and PNG figures;
 5. the quality checks of the bundled model, each with its measured value.
@@ -93,7 +94,12 @@ def run_demo(
     data = xoceandiff.datasets.dino(n=DATA_SNAPSHOTS, resolution=BUNDLED_RESOLUTION, seed=0)
     written: dict[str, Path] = {}
     sets = {}
-    for label, name, constraints in (("No constraint", "unconstrained", ()), ("Constraint", "constrained", DEMO_CONSTRAINTS)):
+    settings = (
+        ("No constraint", "unconstrained", ()),
+        ("Constraint", "constrained", DEMO_CONSTRAINTS),
+        ("Constraint + stability", "stable", DEMO_CONSTRAINTS + ("stable_stratification",)),
+    )
+    for label, name, constraints in settings:
         print(f"\nsampling {n} states, {sampler} {steps} steps, constraints: {', '.join(constraints) or 'none'}")
         samples = data.oceandiff.sample(n, list(constraints), model=model, sampler=sampler, steps=steps, seed=seed,
                                         progress=progress)
@@ -110,9 +116,10 @@ def run_demo(
     figures = plot_all(data, sets, out / "figures", report=rep, overwrite=overwrite)
     written["figures"] = out / "figures"
 
-    print("\nquality of the constrained samples against the training data:")
-    for criterion, passed, measured in quality_checks(data, sets["Constraint"]):
-        print(f"  [{'ok' if passed else 'FAIL'}] {criterion}: {measured}")
+    for label in ("Constraint", "Constraint + stability"):
+        print(f"\nquality of the samples '{label}' against the training data:")
+        for criterion, passed, measured in quality_checks(data, sets[label]):
+            print(f"  [{'ok' if passed else 'FAIL'}] {criterion}: {measured}")
 
     print(f"\ndone in {time.perf_counter() - start:.0f} s (torch threads: {torch.get_num_threads()}). Outputs:")
     for key, path in written.items():
