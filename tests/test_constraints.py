@@ -459,3 +459,26 @@ def test_finish_stays_finite_on_noisy_states(dino, model):
     finished = StableStratification().finish(noisy, ctx)
     assert torch.isfinite(finished).all()
     assert float((finished - noisy).abs().max()) <= 20 * 1.0 + 1e-6  # at most max_step per iteration
+
+
+@pytest.mark.parametrize("eos", ["teos10-poly", "seos"])
+def test_closed_form_gradient_equals_autograd(dino, model, eos):
+    layout, norm, ctx, data = model
+    x = _inverted(data, ctx).double()
+    ctx64 = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
+    constraint = StableStratification(eos=eos)
+    leaf = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(constraint.penalty(leaf, ctx64).sum(), leaf)
+    torch.testing.assert_close(constraint.penalty_gradient(x, ctx64), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_density_derivatives_match_finite_differences():
+    from xoceandiff.eos import potential_density_and_gradient, sigma0_teos10
+
+    t = np.linspace(-2, 32, 9)[:, None]
+    s = np.linspace(30, 40, 7)[None, :]
+    rho, d_t, d_s = potential_density_and_gradient(t, s)
+    np.testing.assert_allclose(rho, sigma0_teos10(t, s), rtol=0, atol=1e-10)
+    h = 1e-5
+    np.testing.assert_allclose(d_t, (sigma0_teos10(t + h, s) - sigma0_teos10(t - h, s)) / (2 * h), rtol=1e-6)
+    np.testing.assert_allclose(d_s, (sigma0_teos10(t, s + h) - sigma0_teos10(t, s - h)) / (2 * h), rtol=1e-6)

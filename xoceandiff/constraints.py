@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .eos import EOS_NAMES, potential_density
+from .eos import EOS_NAMES, potential_density, potential_density_and_gradient
 from .errors import ConstraintError, GridMismatchError
 from .gridops import GridOps
 from .layout import Layout
@@ -653,10 +653,25 @@ class StableStratification(Constraint):
             bad = (rho[:, :-1] > rho[:, 1:]) & ctx.ops.interface_mask
             return bad.sum(dim=(-3, -2, -1))
 
+    def penalty_gradient(self, x: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
+        r""":math:`\nabla_x P` in closed form (chain rule through the analytic density derivatives).
+
+        Equal to the autograd gradient of :meth:`penalty` (tested) at about half its cost: this runs
+        after every sampling step.
+        """
+        temperature = ctx.denormalise(x, "toce")
+        salinity = ctx.denormalise(x, "soce")
+        rho, d_t, d_s = potential_density_and_gradient(temperature, salinity, eos=self.eos)
+        # dP/d(rho_k) from interface k (k the upper cell) and from interface k - 1 (k the deeper cell)
+        slope = 2 * ctx.ops.interface_weight * torch.relu(rho[:, :-1] - rho[:, 1:] + self.margin)
+        d_rho = torch.nn.functional.pad(slope, (0, 0, 0, 0, 0, 1)) - torch.nn.functional.pad(slope, (0, 0, 0, 0, 1, 0))
+        grad = torch.zeros_like(x)
+        grad[:, ctx.toce_channels] = d_rho * d_t * ctx.field_scale["toce"]
+        grad[:, ctx.soce_channels] = d_rho * d_s * ctx.field_scale["soce"]
+        return grad
+
     def __call__(self, x: torch.Tensor, t: Timestep, ctx: ConstraintContext) -> torch.Tensor:
-        with torch.inference_mode(False), torch.enable_grad():
-            leaf = x.detach().clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.penalty(leaf, ctx).sum(), leaf)
+        grad = self.penalty_gradient(x, ctx)
         kappa = self.kappa(t)
         if self.per_cell:
             kappa = kappa * ctx.ops.n_wet

@@ -45,6 +45,7 @@ __all__ = [
     "sigma0_teos10",
     "density_seos",
     "potential_density",
+    "potential_density_and_gradient",
 ]
 
 FieldLike: TypeAlias = "float | np.ndarray | xr.DataArray | torch.Tensor"
@@ -188,6 +189,55 @@ def sigma0_teos10(temperature: FieldLike, salinity: FieldLike) -> FieldLike:
     for row in reversed(_SIGMA0_HORNER[:-1]):
         result = result * zt + _horner(row, zs)
     return _finish(result, "Sea water potential density (TEOS-10 polynomial, surface reference)")
+
+
+def _horner_and_derivative(coefficients: tuple[float, ...], x):
+    """``p(x)`` and ``p'(x)`` of ``p = sum_n coefficients[n] * x**n`` in one Horner pass."""
+    value = coefficients[-1] + 0 * x
+    derivative = 0 * x
+    for c in reversed(coefficients[:-1]):
+        derivative = derivative * x + value
+        value = value * x + c
+    return value, derivative
+
+
+def potential_density_and_gradient(temperature, salinity, eos: str = "teos10-poly"):
+    r"""Potential density and its partial derivatives :math:`\partial\rho/\partial T`, :math:`\partial\rho/\partial S`.
+
+    Analytic derivatives from the same coefficient table (Horner's scheme with derivative), for
+    numpy arrays and torch tensors; used where a gradient is needed many times (the
+    ``stable_stratification`` constraint) at about the cost of two evaluations, without autograd.
+
+    Returns
+    -------
+    tuple
+        ``(rho, drho_dT, drho_dS)`` in kg m-3, kg m-3 K-1, kg m-3 (g/kg)-1.
+
+    Examples
+    --------
+    >>> rho, d_t, d_s = potential_density_and_gradient(10.0, 35.0)
+    >>> round(float(rho), 4), round(float(d_t), 4), round(float(d_s), 4)
+    (1026.8248, -0.1707, 0.7739)
+    """
+    if eos == "seos":
+        c = SEOS_CONSTANTS
+        ta = temperature - c["T0"]
+        rho = density_seos(temperature, salinity)
+        return rho, -c["a0"] * (1 + c["lambda1"] * ta) + 0 * salinity, c["b0"] + 0 * temperature + 0 * salinity
+    if eos != "teos10-poly":
+        raise InvalidDataError(f"unknown equation of state eos={eos!r}; expected one of {', '.join(map(repr, EOS_NAMES))}")
+    zt = temperature * TEOS10_CONSTANTS["r1_T0"]
+    shifted = salinity + TEOS10_CONSTANTS["rdeltaS"]
+    zs = (abs(shifted) * TEOS10_CONSTANTS["r1_S0"]) ** 0.5
+    value, d_zs = _horner_and_derivative(_SIGMA0_HORNER[-1], zs)
+    d_zt = 0 * zt
+    for row in reversed(_SIGMA0_HORNER[:-1]):
+        row_value, row_derivative = _horner_and_derivative(row, zs)
+        d_zt = d_zt * zt + value
+        d_zs = d_zs * zt + row_derivative
+        value = value * zt + row_value
+    # zs = sqrt(|S + dS| r1_S0): dzs/dS = r1_S0 / (2 zs) (S + dS > 0 in any ocean)
+    return value, d_zt * TEOS10_CONSTANTS["r1_T0"], d_zs * (TEOS10_CONSTANTS["r1_S0"] / (2 * zs))
 
 
 def density_seos(
