@@ -122,30 +122,20 @@ def sample_lazy(
 
     The model must be a saved checkpoint (its path and hash travel in the graph, not its weights).
     """
-    from .constraints import get_constraints
-    from .layout import Layout, check_fingerprint, from_tensor
-    from .normalisation import Normaliser
-    from .sampling import DEFAULT_STEPS, make_scheduler, resolve_model, sample_metadata
+    from .layout import from_tensor
+    from .sampling import plan_sampling, sample_metadata
 
     if int(n) != n or n <= 0:
         raise InvalidDataError(f"n: expected a positive number of samples, found {n!r}.")
     if int(chunks) != chunks or not 0 < chunks <= n:
         raise InvalidDataError(f"chunks: expected a number of samples per chunk between 1 and n={n}, found {chunks!r}.")
-    model = resolve_model(ds, model)
+    plan = plan_sampling(ds, n, constraints, model=model, sampler=sampler, steps=steps, batch_size=batch_size)
+    model, layout, normaliser, chosen, steps = plan.model, plan.layout, plan.normaliser, plan.constraints, plan.steps
     if model.checkpoint_path is None or model.checkpoint_hash is None:
         raise CheckpointError(
             "chunks= needs a model saved to a checkpoint: workers load it from disk. Call model.save(path) first, "
             "or train with checkpoint_dir=."
         )
-    check_fingerprint(model.metadata["grid"], ds)
-    layout = Layout.from_dict(model.metadata["layout"])
-    normaliser = Normaliser.from_dict(model.metadata["normalisation"])
-    chosen = get_constraints(constraints)
-    for constraint in chosen:
-        if hasattr(constraint, "check"):
-            constraint.check(layout)
-    steps = DEFAULT_STEPS.get(sampler, 0) if steps is None else steps
-    make_scheduler(model, sampler, steps)
 
     grid = dask.delayed(_grid_only(ds), pure=True)
     names = list(chosen)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from .layout import Layout, check_fingerprint, from_tensor
 from .model import Denoiser, load_model
 from .normalisation import Normaliser
 
-__all__ = ["SAMPLERS", "DEFAULT_STEPS", "make_scheduler", "sample_tensors", "sample", "resolve_model", "sample_seed", "sample_metadata"]
+__all__ = ["SAMPLERS", "DEFAULT_STEPS", "make_scheduler", "sample_tensors", "sample", "resolve_model", "sample_seed", "sample_metadata", "plan_sampling", "SamplingPlan"]
 
 SAMPLERS: dict[str, Callable[[dict], Any]] = {
     "ddpm": lambda config: DDPMScheduler.from_config(config),
@@ -241,6 +242,50 @@ def sample(
         return sample_lazy(ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps, seed=seed,
                            batch_size=batch_size, device=str(device) if device is not None else None,
                            dtype=str(dtype).replace("torch.", "") if dtype is not None else None)
+    plan = plan_sampling(ds, n, constraints, model=model, sampler=sampler, steps=steps, batch_size=batch_size,
+                         device=device)
+    model, layout, normaliser, chosen, steps = plan.model, plan.layout, plan.normaliser, plan.constraints, plan.steps
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ctx = ConstraintContext.from_model(ds, layout, normaliser, device=device, dtype=dtype or torch.float32,
+                                       means=training_means(model))
+    tensors = sample_tensors(
+        model, range(int(n)), chosen, ctx=ctx, sampler=sampler, steps=steps, seed=seed,
+        batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+    )
+    out = from_tensor(tensors, layout, ds, dim="sample", normaliser=normaliser)
+    out = out.assign_coords(sample=("sample", np.arange(int(n)), {"long_name": "Sample index (random stream)", "units": "1"}))
+    out.attrs = sample_metadata(out.attrs, model, sampler, int(steps), chosen, seed)
+    return out
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """A validated sampling request: the model, its layout and normaliser, constraints, steps."""
+
+    model: Denoiser
+    layout: Layout
+    normaliser: Normaliser
+    constraints: list
+    steps: int
+
+
+def plan_sampling(
+    ds: xr.Dataset,
+    n: int,
+    constraints: Sequence = (),
+    *,
+    model: Denoiser | str | os.PathLike | None = None,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+) -> SamplingPlan:
+    """Check a sampling request before any work (the eager and the chunked paths share it).
+
+    Raises a clear error for ``n <= 0``, a bad ``batch_size``, an unknown sampler or steps out of range, a
+    model without layout or on another grid (:class:`~xoceandiff.errors.GridMismatchError`), and a
+    constraint that needs a field the model does not produce.
+    """
     if int(n) != n or n <= 0:
         raise InvalidDataError(f"n: expected a positive number of samples, found {n!r}.")
     if batch_size is not None and (int(batch_size) != batch_size or batch_size <= 0):
@@ -257,18 +302,8 @@ def sample(
         if check is not None:
             check(layout)
     steps = DEFAULT_STEPS[sampler] if steps is None and sampler in SAMPLERS else steps
-    make_scheduler(model, sampler, steps)  # validates sampler and steps before any work
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    ctx = ConstraintContext.from_model(ds, layout, normaliser, device=device, dtype=dtype or torch.float32,
-                                       means=training_means(model))
-    tensors = sample_tensors(
-        model, range(int(n)), chosen, ctx=ctx, sampler=sampler, steps=steps, seed=seed,
-        batch_size=batch_size, device=device, dtype=dtype, progress=progress,
-    )
-    out = from_tensor(tensors, layout, ds, dim="sample", normaliser=normaliser)
-    out = out.assign_coords(sample=("sample", np.arange(int(n)), {"long_name": "Sample index (random stream)", "units": "1"}))
-    out.attrs = sample_metadata(out.attrs, model, sampler, int(steps), chosen, seed)
-    return out
+    make_scheduler(model, sampler, steps)  # validates sampler and steps
+    return SamplingPlan(model, layout, normaliser, chosen, int(steps))
 
 
 def sample_metadata(template_attrs, model: Denoiser, sampler: str, steps: int, constraints, seed: int) -> dict:
