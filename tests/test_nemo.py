@@ -201,3 +201,12 @@ def test_opening_writes_nothing(small_nemo_files):
     before = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
     xoceandiff.open_nemo(_files(small_nemo_files), mesh_mask=small_nemo_files["mesh_mask"]).compute()
     assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def test_xios_grid_named_axes(small_dino, small_nemo_files, tmp_path):
+    """Some XIOS files name the horizontal axes x_grid_T / y_grid_T."""
+    src = xr.open_dataset(small_nemo_files["grid_T_3D"], decode_times=False).load()
+    src = src.rename_dims({"x": "x_grid_T", "y": "y_grid_T"})
+    src.to_netcdf(tmp_path / "X_grid_T.nc", unlimited_dims=["time_counter"])
+    ds = xoceandiff.open_nemo(tmp_path / "X_grid_T.nc", mesh_mask=small_nemo_files["mesh_mask"])
+    xr.testing.assert_identical(ds.toce.compute(), small_dino.toce.compute())

@@ -135,7 +135,9 @@ def _open_data_file(path: Path, time_chunk: int | None) -> xr.Dataset:
     ds = xr.open_dataset(path, chunks={}, decode_timedelta=False)
     rename = {}
     for dim in ds.dims:
-        if dim in _VERTICAL_DIMS and dim != "deptht":
+        if dim.startswith(("x_grid", "y_grid")) and not dim.endswith("inner"):
+            rename[dim] = dim[0]  # XIOS names the axes of some grids x_grid_T, y_grid_T
+        elif dim in _VERTICAL_DIMS and dim != "deptht":
             rename[dim] = "deptht"
         elif dim in _TIME_DIMS and dim != "time_counter":
             rename[dim] = "time_counter"
