@@ -28,20 +28,7 @@ import xarray as xr
 from distributed import Client, LocalCluster
 
 import xoceandiff
-from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model, bundled_model_fits
-
-
-def get_model(data, tiny: bool, folder: Path):
-    """The bundled model when it is installed, else a tiny model trained and saved here.
-
-    Workers load the model from its checkpoint, so it must be saved (``checkpoint_dir``).
-    """
-    if bundled_model_fits(data):
-        print("model: the bundled checkpoint")
-        return bundled_model()
-    print("model: the bundled checkpoint is not installed; training a tiny model instead")
-    return data.oceandiff.train("tiny", steps=10 if tiny else 300, batch_size=4, seed=0, progress=False,
-                                checkpoint_dir=folder / "tiny_model")
+from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model
 
 
 def main(tiny: bool = False) -> None:
@@ -49,7 +36,7 @@ def main(tiny: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     n, chunks, workers, steps = (4, 2, 1, 5) if tiny else (32, 8, 2, 50)
     data = xoceandiff.datasets.dino(n=8, resolution=BUNDLED_RESOLUTION, seed=0)
-    model = get_model(data, tiny, out)
+    model = bundled_model()
 
     # One process per worker and one thread each: torch uses the cores of its own process.
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \

@@ -25,23 +25,15 @@ from pathlib import Path
 
 import xoceandiff
 from xoceandiff.plotting import plot_all
-from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model, bundled_model_fits
+from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model
 from xoceandiff.report import report
-
-
-def get_model(data, tiny: bool):
-    """The bundled model when it is installed, else a tiny model trained here."""
-    if bundled_model_fits(data):
-        return bundled_model()
-    print("model: the bundled checkpoint is not installed; training a tiny model instead")
-    return data.oceandiff.train("tiny", steps=10 if tiny else 300, batch_size=4, seed=0, progress=False)
 
 
 def main(tiny: bool = False) -> None:
     out = Path("example_outputs") / "diagnostics_report"
     n_data, n, steps = (4, 2, 5) if tiny else (200, 16, 50)
     data = xoceandiff.datasets.dino(n=n_data, resolution=BUNDLED_RESOLUTION, seed=0)
-    model = get_model(data, tiny)
+    model = bundled_model()
     sets = {
         label: data.oceandiff.sample(n, constraints, model=model, sampler="ddim", steps=steps, seed=0, progress=False)
         for label, constraints in (("No constraint", []), ("Constraint", ["zero_mean", "border_zero_gradient"]))

@@ -22,16 +22,8 @@ from pathlib import Path
 import xarray as xr
 
 import xoceandiff
-from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model, bundled_model_fits
+from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model
 from xoceandiff.restart import check_restart, to_initial_state, to_restart
-
-
-def get_model(data, tiny: bool):
-    """The bundled model when it is installed, else a tiny model trained here."""
-    if bundled_model_fits(data):
-        return bundled_model()
-    print("model: the bundled checkpoint is not installed; training a tiny model instead")
-    return data.oceandiff.train("tiny", steps=10 if tiny else 300, batch_size=4, seed=0, progress=False)
 
 
 def main(tiny: bool = False) -> None:
@@ -41,7 +33,7 @@ def main(tiny: bool = False) -> None:
     data = xoceandiff.datasets.dino(n=8, resolution=BUNDLED_RESOLUTION, seed=0)
     # Write the grid as NEMO's mesh_mask.nc: restarts are checked against the configuration's grid file.
     mesh_mask = data.isel(t=slice(0, 1)).oceandiff.to_nemo_files(out / "config")["mesh_mask"]
-    samples = data.oceandiff.sample(n, ["zero_mean", "border_zero_gradient"], model=get_model(data, tiny),
+    samples = data.oceandiff.sample(n, ["zero_mean", "border_zero_gradient"], model=bundled_model(),
                                     sampler="ddim", steps=steps, seed=0, progress=False)
 
     # One restart per sample, for NEMO 4.2 (leapfrog: now and before fields).

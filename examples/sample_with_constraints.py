@@ -27,22 +27,13 @@ import os
 import numpy as np
 
 import xoceandiff
-from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model, bundled_model_fits
-
-
-def get_model(data, tiny: bool):
-    """The bundled model when it is installed, else a tiny model trained here."""
-    if bundled_model_fits(data):
-        print("model: the bundled checkpoint")
-        return bundled_model()
-    print("model: the bundled checkpoint is not installed; training a tiny model instead")
-    return data.oceandiff.train("tiny", steps=10 if tiny else 300, batch_size=4, seed=0, progress=False)
+from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model
 
 
 def main(tiny: bool = False) -> None:
     n, steps = (2, 20) if tiny else (16, 50)
     data = xoceandiff.datasets.dino(n=8 if tiny else 200, resolution=BUNDLED_RESOLUTION, seed=0)
-    model = get_model(data, tiny)
+    model = bundled_model()
 
     settings = {
         "no constraint": [],

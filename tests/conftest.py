@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dask
 import pytest
+import torch
 
 import xoceandiff
 
@@ -36,3 +37,12 @@ def small_nemo_files(small_dino, tmp_path_factory):
     """The small dataset written as NEMO writes it: grid_T_3D, grid_T_2D and mesh_mask.nc."""
     folder = tmp_path_factory.mktemp("nemo")
     return small_dino.oceandiff.to_nemo_files(folder)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: intra-op threads only add overhead (a lot on a busy machine); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -29,14 +29,7 @@ from xoceandiff.grid import build_grid
 from xoceandiff.layout import Layout, to_tensor
 from xoceandiff.normalisation import Normaliser, normalise, statistics
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: intra-op threads only add overhead (a lot on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 import xoceandiff
@@ -12,13 +11,7 @@ from xoceandiff.eos import sigma0_teos10
 from xoceandiff.errors import CheckpointError, ConstraintError, GridMismatchError, InvalidDataError
 from xoceandiff.training import prepare_model, train
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

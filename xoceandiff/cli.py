@@ -70,7 +70,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if args.data:
         ds = _load_data(args.data, args.mesh_mask, 1, 1.0, 0)
     else:
-        resolution = model.metadata.get("dataset", {}).get("dino_resolution") or _dino_resolution(model)
+        resolution = model.metadata.get("dataset", {}).get("dino_resolution") or _dino_resolution(
+            model.metadata["grid"]["shape"][1], f"the checkpoint {str(checkpoint)!r}"
+        )
         ds = xoceandiff.datasets.dino(n=1, resolution=resolution)
     client = connect(args.scheduler, args.local_workers)
     try:
@@ -86,16 +88,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dino_resolution(model) -> float:
+def _dino_resolution(ny: int, what: str) -> float:
+    """The resolution of the DINO-like grid with ``ny`` rows (the grid of ``what``)."""
     from .errors import GridMismatchError
 
-    shape = model.metadata["grid"]["shape"]
     for resolution in (4.0, 5.0, 2.0, 1.0, 3.0, 0.5, 0.25):
-        ny = 2 * int(round(99 / resolution)) + 1
-        if ny == shape[1]:
+        if 2 * int(round(99 / resolution)) + 1 == ny:
             return resolution
     raise GridMismatchError(
-        f"The checkpoint's grid {tuple(shape)} is not a DINO-like grid; pass --data FILES --mesh-mask FILE."
+        f"{what} is not on a DINO-like grid (ny={ny}); pass --data/--reference FILES --mesh-mask FILE."
     )
 
 
@@ -114,12 +115,8 @@ def _reference(args: argparse.Namespace, samples_path: str):
         return xoceandiff.open_nemo(list(args.reference), mesh_mask=args.mesh_mask)
     with xr.open_dataset(samples_path) as raw:
         ny = raw.sizes.get("y_c")
-    for resolution in (4.0, 5.0, 2.0, 1.0, 3.0, 0.5):
-        if 2 * int(round(99 / resolution)) + 1 == ny:
-            return xoceandiff.datasets.dino(n=args.dino_n, resolution=resolution, seed=0)
-    from .errors import GridMismatchError
-
-    raise GridMismatchError(f"{samples_path!r} is not on a DINO-like grid (ny={ny}); pass --reference FILES --mesh-mask FILE.")
+    resolution = _dino_resolution(ny, repr(samples_path))
+    return xoceandiff.datasets.dino(n=args.dino_n, resolution=resolution, seed=0)
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:

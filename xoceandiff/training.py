@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .conventions import FIELDS
 from .errors import CheckpointError, InvalidDataError
-from .layout import Layout, grid_fingerprint, to_tensor
+from .layout import Layout, check_fingerprint, grid_fingerprint, to_tensor
 from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model, move_into_place
 from .normalisation import Normaliser, normalise, statistics
 
@@ -503,8 +503,6 @@ def train(
     if resume:
         model = load_model(checkpoint_dir / MODEL_SUBDIR)
     model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background)
-    from .layout import check_fingerprint
-
     check_fingerprint(model.metadata["grid"], ds)
     layout = Layout.from_dict(model.metadata["layout"])
     normaliser = Normaliser.from_dict(model.metadata["normalisation"])
