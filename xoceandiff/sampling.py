@@ -15,7 +15,7 @@ tensors already on the device.
 
 Randomness: sample ``i`` draws its initial noise and every DDPM noise term from its own
 ``torch.Generator`` seeded by ``(seed, i)``, so sample ``i`` is the same whatever ``n`` and the batch
-size (bitwise for the same batch size; to float tolerance across batch sizes).
+size (bitwise for the same batch size and torch thread count; to float tolerance otherwise).
 """
 
 from __future__ import annotations
