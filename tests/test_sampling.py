@@ -127,3 +127,30 @@ def test_stable_stratification_lowers_density_errors(data, model):
     guided = data.oceandiff.sample(3, ["stable_stratification"], **kwargs)
     before, after = _density_error_percent(plain), _density_error_percent(guided)
     assert after.mean() < before.mean(), (before, after)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_dpm_x0_clip_is_the_same_whatever_the_network_predicts(prediction_type):
+    import types
+
+    import torch
+
+    from xoceandiff.model import DEFAULT_SCHEDULER_CONFIG
+    from xoceandiff.sampling import _x0_clip, make_scheduler
+
+    config = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": prediction_type, "clip_sample_range": 5.0}
+    model = types.SimpleNamespace(scheduler_config=config)
+    scheduler = make_scheduler(model, "dpm", 10)
+    clip = _x0_clip(model, scheduler, "cpu", torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    x0, eps = 10 * torch.randn(2, 3, 4, 4, generator=generator), torch.randn(2, 3, 4, 4, generator=generator)
+    t = torch.tensor(400)
+    a = torch.as_tensor(scheduler.alphas_cumprod[400], dtype=torch.float32)
+    y = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    velocity = make_scheduler(model, "ddpm").get_velocity(x0, eps, t.view(1))  # diffusers' definition of v
+    output = {"epsilon": eps, "sample": x0, "v_prediction": velocity}[prediction_type]
+    clipped = clip(output, y, t)
+    back = {"epsilon": lambda o: (y - (1 - a).sqrt() * o) / a.sqrt(), "sample": lambda o: o,
+            "v_prediction": lambda o: a.sqrt() * y - (1 - a).sqrt() * o}[prediction_type](clipped)
+    assert (x0.abs() > 5).any()
+    torch.testing.assert_close(back, x0.clamp(-5, 5), rtol=0, atol=1e-4)

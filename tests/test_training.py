@@ -179,3 +179,36 @@ def test_background_model_climatology_and_checkpoint(data, tmp_path):
     # the diffusion variable of the training data is the standardised anomaly
     y = model.to_model_space(torch.from_numpy(tensors).float())
     assert abs(float(y[:, torch.from_numpy(ocean)].std()) - 1.0) < 0.05
+
+
+def test_prediction_targets_follow_diffusers():
+    from diffusers import DDPMScheduler
+
+    from xoceandiff.model import DEFAULT_SCHEDULER_CONFIG
+    from xoceandiff.training import _target
+
+    scheduler = DDPMScheduler.from_config(DEFAULT_SCHEDULER_CONFIG)
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 3, 8, 8, generator=generator), torch.randn(4, 3, 8, 8, generator=generator)
+    timesteps = torch.tensor([0, 10, 500, 999])
+    abar = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    assert torch.equal(_target("epsilon", x0, noise, abar), noise)
+    assert torch.equal(_target("sample", x0, noise, abar), x0)
+    # diffusers' own definition of v (Salimans & Ho 2022) is the oracle
+    torch.testing.assert_close(_target("v_prediction", x0, noise, abar), scheduler.get_velocity(x0, noise, timesteps))
+    with pytest.raises(InvalidDataError, match="prediction_type: expected 'epsilon', 'sample' or 'v_prediction', found 'x0'"):
+        _target("x0", x0, noise, abar)
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+def test_other_prediction_types_train_and_sample(data, prediction_type, tmp_path, one_thread):
+    model = train(data, "tiny", steps=30, batch_size=8, lr=3e-3, progress=False, checkpoint_dir=tmp_path,
+                  prediction_type=prediction_type)
+    assert load_model(tmp_path / MODEL_SUBDIR).scheduler_config["prediction_type"] == prediction_type
+    assert model.metadata["training"]["objective"] == f"DDPM, MSE on the {prediction_type} target"
+    history = model.metadata["training"]["loss_history"]
+    assert history[-1][1] < history[0][1], history
+    samples = data.oceandiff.sample(2, ["zero_mean"], model=model, sampler="ddim", steps=5, progress=False)
+    assert int(samples.toce.notnull().sum()) == 2 * int(data.tmask.sum())
+    with pytest.raises(InvalidDataError, match="prediction_type"):
+        train(data, "tiny", steps=1, prediction_type="x0", progress=False)

@@ -44,6 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         scheme=args.scheme,
         ema_decay=args.ema_decay,
         background=args.background,
+        prediction_type=args.prediction_type,
         drop_nan_snapshots=args.drop_nan_snapshots,
         progress=not args.no_progress,
         record={"command": command, "data": " ".join(args.data)},
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mesh-mask", default=None, help="mesh_mask.nc or domain_cfg.nc (default: beside the data)")
     train.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a training state)")
     train.add_argument("--steps", type=int, default=1000, help="optimiser steps (default: %(default)s)")
-    train.add_argument("--preset", default="small", help="paper, small or tiny (default: %(default)s)")
+    train.add_argument("--preset", default="small", help="paper, medium, small or tiny (default: %(default)s)")
     train.add_argument("--batch-size", type=int, default=8, help="global batch size (default: %(default)s)")
     train.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--scheme", default="3-std", help="normalisation scheme (default: %(default)s)")
     train.add_argument("--background", action="store_true",
                        help="diffuse anomalies about the training climatology (see training.prepare_model)")
+    train.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "sample", "v_prediction"],
+                       help="what a new network learns to output (default: %(default)s, the paper's)")
     train.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights with this decay")
     train.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU if any)")

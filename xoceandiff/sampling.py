@@ -79,22 +79,30 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def _x0_clip(model: Denoiser, scheduler, device, dtype):
-    """For schedulers without x0 clipping (DPM-Solver++): clip x0 as DDPM/DDIM do, through epsilon.
+    """For schedulers without x0 clipping (DPM-Solver++): clip x0 as DDPM/DDIM do.
 
-    ``x0 = (y - sqrt(1 - abar) eps) / sqrt(abar)`` is clipped to the model's ``clip_sample_range`` and
-    epsilon recomputed from it; near t = T, where ``abar ~ 0``, this keeps the first steps from amplifying
-    the denoiser's error. None when the scheduler clips by itself or the model does not ask for clipping.
+    The network output (epsilon, x0 or v, after the model's ``prediction_type``) is turned into
+    ``x0 = (y - sqrt(1 - abar) eps) / sqrt(abar)``, clipped to the model's ``clip_sample_range`` and turned
+    back; near t = T, where ``abar ~ 0``, this keeps the first steps from amplifying the denoiser's error.
+    None when the scheduler clips by itself or the model does not ask for clipping.
     """
     config = model.scheduler_config
     if not config.get("clip_sample", False) or "clip_sample" in scheduler.config:
         return None
     bound = float(config.get("clip_sample_range", 1.0))
+    prediction_type = config.get("prediction_type", "epsilon")
     abar = torch.as_tensor(scheduler.alphas_cumprod, device=device, dtype=torch.float32)
 
-    def clip(eps: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def clip(output: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = abar[int(t)]
-        x0 = ((y - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-bound, bound)
-        return ((y - a.sqrt() * x0) / (1 - a).sqrt()).to(eps.dtype)
+        if prediction_type == "sample":
+            return output.clamp(-bound, bound)
+        if prediction_type == "v_prediction":
+            x0 = (a.sqrt() * y - (1 - a).sqrt() * output).clamp(-bound, bound)
+            eps = (y - a.sqrt() * x0) / (1 - a).sqrt()
+            return (a.sqrt() * eps - (1 - a).sqrt() * x0).to(output.dtype)
+        x0 = ((y - (1 - a).sqrt() * output) / a.sqrt()).clamp(-bound, bound)
+        return ((y - a.sqrt() * x0) / (1 - a).sqrt()).to(output.dtype)
 
     return clip
 
@@ -137,10 +145,10 @@ def sample_tensors(
         clip = _x0_clip(model, scheduler, device, dtype)
         with torch.inference_mode():
             for t in scheduler.timesteps:
-                eps = model(y, t.to(device))
+                output = model(y, t.to(device))  # epsilon, x0 or v: the scheduler knows which
                 if clip is not None:
-                    eps = clip(eps, y, t)
-                y = scheduler.step(eps, t, y, generator=generators).prev_sample
+                    output = clip(output, y, t)
+                y = scheduler.step(output, t, y, generator=generators).prev_sample
                 if constraints:
                     x = model.from_model_space(y)
                     for constraint in constraints:

@@ -1,7 +1,8 @@
-"""Training the denoiser: DDPM epsilon-prediction on normalised snapshots, on one machine or under torchrun.
+"""Training the denoiser: DDPM on normalised snapshots, on one machine or under torchrun.
 
 The loop follows the reference (method.md): ``x_s = sqrt(abar_s) x_0 + sqrt(1 - abar_s) eps`` with ``s``
-uniform in ``[0, 1000)``, MSE between predicted and true noise, AdamW, cosine learning-rate decay and
+uniform in ``[0, 1000)``, MSE between the network's output and its target (the true noise by default, as
+in the paper; the clean state or v with ``prediction_type=``), AdamW, cosine learning-rate decay and
 gradient-norm clipping at 1.0. Snapshots stream from the lazy dataset one dask chunk at a time through a
 torch DataLoader; a small buffer of chunks is shuffled, so memory stays bounded by a few chunks.
 
@@ -201,10 +202,11 @@ def prepare_model(
     weighted: bool = False,
     stats_method: str = "pooled",
     background: bool = False,
+    prediction_type: str = "epsilon",
 ) -> Denoiser:
     """A denoiser whose metadata holds the layout, normalisation and grid fingerprint of ``ds``.
 
-    ``model`` may be a preset name (``"paper"``, ``"small"``, ``"tiny"``), a Denoiser (its network is
+    ``model`` may be a preset name (``"paper"``, ``"medium"``, ``"small"``, ``"tiny"``), a Denoiser (its network is
     kept, its metadata completed), or a checkpoint path.
 
     ``background=True`` (new presets only) makes the diffusion variable the anomaly about the training
@@ -213,6 +215,12 @@ def prepare_model(
     diffuses the normalised state itself (the default, ``False``); with little training, errors of the
     model then scale with the spatial spread of each level, whereas with a background they scale with
     the much smaller temporal spread. Its x0 clipping range becomes 5 (anomalies have unit spread).
+
+    ``prediction_type`` (new presets only) is what the network learns to output: ``"epsilon"`` (the noise,
+    the paper's), ``"sample"`` (the clean state) or ``"v_prediction"``; the schedulers read it from the
+    model's scheduler config. With little training, an x0-predicting network errs towards the average of
+    the plausible states, which is smooth in depth and so statically stable, whereas an epsilon-predicting
+    one leaves residual noise that flips weakly stratified interfaces.
     """
     if isinstance(model, str | os.PathLike) and Path(model).exists():
         model = load_model(model)
@@ -227,7 +235,10 @@ def prepare_model(
     normaliser = Normaliser.from_statistics(stats, scheme=scheme)
     layout = Layout.from_dataset(ds, levels=levels)
     if model is None or isinstance(model, str):
-        scheduler_config = {**DEFAULT_SCHEDULER_CONFIG, "clip_sample_range": 5.0} if background else None
+        _target(prediction_type, *(torch.zeros(()),) * 3)  # validates the name
+        scheduler_config = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": prediction_type}
+        if background:
+            scheduler_config["clip_sample_range"] = 5.0
         model = Denoiser(layout.channels, layout.shape, preset=model or "small", background=background,
                          scheduler_config=scheduler_config)
         if background:
@@ -427,6 +438,7 @@ def train(
     record: Mapping[str, Any] | None = None,
     stop_after: int | None = None,
     background: bool = False,
+    prediction_type: str = "epsilon",
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM, epsilon prediction).
 
@@ -469,6 +481,9 @@ def train(
         limit: the next call with the same arguments continues the run).
     background : bool
         Diffuse anomalies about the training climatology (new models only; see :func:`prepare_model`).
+    prediction_type : {"epsilon", "sample", "v_prediction"}
+        What a new network learns to output (see :func:`prepare_model`); a model that already exists
+        keeps its own.
 
     Returns
     -------
@@ -502,7 +517,8 @@ def train(
     resume = checkpoint_dir is not None and (checkpoint_dir / STATE_SUBDIR / "state.json").exists()
     if resume:
         model = load_model(checkpoint_dir / MODEL_SUBDIR)
-    model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background)
+    model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
+                          prediction_type=prediction_type)
     check_fingerprint(model.metadata["grid"], ds)
     layout = Layout.from_dict(model.metadata["layout"])
     normaliser = Normaliser.from_dict(model.metadata["normalisation"])
@@ -514,6 +530,8 @@ def train(
     scheduler = model.make_scheduler()
     n_train = scheduler.config.num_train_timesteps
     alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+    prediction_type = scheduler.config.prediction_type
+    record = {"objective": f"DDPM, MSE on the {prediction_type} target", **dict(record or {})}
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
     warmup = warmup_steps if warmup_steps is not None else max(1, steps // 50)
     lr_schedule = get_cosine_schedule_with_warmup(optimiser, num_warmup_steps=warmup, num_training_steps=steps)
@@ -552,7 +570,7 @@ def train(
         noisy = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             predicted = net(noisy, timesteps)
-        loss = torch.nn.functional.mse_loss(predicted.float(), noise)
+        loss = torch.nn.functional.mse_loss(predicted.float(), _target(prediction_type, x0, noise, abar))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -586,6 +604,20 @@ def train(
     return model.eval()
 
 
+def _target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output: the noise, the clean state, or v (diffusers' conventions)."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "v_prediction":
+        return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    raise InvalidDataError(
+        f"prediction_type: expected 'epsilon', 'sample' or 'v_prediction', found {prediction_type!r}; "
+        "pass one of these to train() / prepare_model() (or in the model's scheduler_config)."
+    )
+
+
 def _record(steps, batch_size, lr, seed, done, losses, extra, rank) -> dict[str, Any]:
     out = {
         "steps": int(steps),
@@ -596,7 +628,6 @@ def _record(steps, batch_size, lr, seed, done, losses, extra, rank) -> dict[str,
         "processes": int(rank.world),
         "loss_history": [[int(s), float(v)] for s, v in losses],
         "final_loss": float(losses[-1][1]) if losses else None,
-        "objective": "DDPM epsilon-prediction, MSE",
     }
     out.update(dict(extra or {}))
     return out
