@@ -21,7 +21,7 @@ __all__ = ["run_demo", "quality_checks", "DEMO_CONSTRAINTS", "DEMO_SAMPLER", "DE
 
 DEMO_CONSTRAINTS = ("zero_mean", "border_zero_gradient")
 DEMO_SAMPLER = "ddim"
-DEMO_STEPS = 200
+DEMO_STEPS = 50
 DATA_SNAPSHOTS = 200  # the bundled model's training set (see its config.json)
 
 
