@@ -141,7 +141,12 @@ def _open_data_file(path: Path, time_chunk: int | None) -> xr.Dataset:
             rename[dim] = "deptht"
         elif dim in _TIME_DIMS and dim != "time_counter":
             rename[dim] = "time_counter"
-    ds = ds.rename(rename)
+    # Horizontal index variables (x_grid_T, x, ...) carry nothing the grid file does not (they are
+    # dropped below anyway); dropping them first renames plain dimensions, without xarray's warning.
+    horizontal = {d: n for d, n in rename.items() if n in ("x", "y")}
+    if horizontal:
+        ds = ds.drop_vars([v for v in (*horizontal, "x", "y") if v in ds.variables]).rename_dims(horizontal)
+    ds = ds.rename({d: n for d, n in rename.items() if d not in horizontal})
     if "time_counter" not in ds.dims:
         ds = ds.expand_dims("time_counter")
     if time_chunk:
