@@ -235,7 +235,7 @@ def prepare_model(
     normaliser = Normaliser.from_statistics(stats, scheme=scheme)
     layout = Layout.from_dataset(ds, levels=levels)
     if model is None or isinstance(model, str):
-        _target(prediction_type, *(torch.zeros(()),) * 3)  # validates the name
+        _check_prediction_type(prediction_type)
         scheduler_config = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": prediction_type}
         if background:
             scheduler_config["clip_sample_range"] = 5.0
@@ -604,18 +604,25 @@ def train(
     return model.eval()
 
 
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise InvalidDataError(
+            f"prediction_type: expected 'epsilon', 'sample' or 'v_prediction', found {prediction_type!r}; "
+            "pass one of these to train() / prepare_model() (or in the model's scheduler_config)."
+        )
+
+
 def _target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
     """What the network learns to output: the noise, the clean state, or v (diffusers' conventions)."""
-    if prediction_type == "epsilon":
-        return noise
+    _check_prediction_type(prediction_type)
     if prediction_type == "sample":
         return x0
     if prediction_type == "v_prediction":
         return abar.sqrt() * noise - (1 - abar).sqrt() * x0
-    raise InvalidDataError(
-        f"prediction_type: expected 'epsilon', 'sample' or 'v_prediction', found {prediction_type!r}; "
-        "pass one of these to train() / prepare_model() (or in the model's scheduler_config)."
-    )
+    return noise
 
 
 def _record(steps, batch_size, lr, seed, done, losses, extra, rank) -> dict[str, Any]:
