@@ -14,12 +14,8 @@ NetCDF chunks, written chunk by chunk.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import shutil
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,8 +25,15 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed
 
+from .atomic import (
+    atomic_path,
+    discard,
+    refuse_existing,
+    remove_stale_parts,
+    replace_path,
+    temp_path,
+)
 from .conventions import FIELDS, GRID_ATTRS, PAPER_REFERENCE, SAMPLE_DIM, TIME_DIM
-from .errors import OutputExistsError
 
 __all__ = [
     "atomic_path",
@@ -51,119 +54,7 @@ VERTICAL_NAME = "depth"
 # Coordinates kept in CF files; every other grid helper (masks, U/V/F scale factors, x_f, ...) is
 # dropped: the mesh_mask of the configuration holds them, and land is already the _FillValue.
 _KEPT_COORDS = ("glamt", "gphit")
-_PART_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.part$")
 _COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
-
-
-# --- atomic writes -----------------------------------------------------------------------------------
-
-
-def _temp_path(target: Path) -> Path:
-    # A dot-name that ends in neither .nc nor _<digits>.nc, so no tool mistakes it for a result.
-    return target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def remove_stale_parts(target: str | os.PathLike) -> list[Path]:
-    """Remove temporary files of ``target`` left behind by writer processes that no longer exist.
-
-    A writer that is killed (``SIGKILL``, power loss) cannot clean up; its ``.part`` file carries its
-    process id, so the next write to the same path removes it. Temporary files of live processes are
-    left alone.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The files removed.
-    """
-    target = Path(target)
-    removed: list[Path] = []
-    if not target.parent.is_dir():
-        return removed
-    for candidate in target.parent.glob(f".{_glob_escape(target.name)}.*.part"):
-        match = _PART_RE.match(candidate.name)
-        if match is None or match["name"] != target.name or _pid_alive(int(match["pid"])):
-            continue
-        if candidate.is_dir():
-            shutil.rmtree(candidate, ignore_errors=True)
-        else:
-            candidate.unlink(missing_ok=True)
-        removed.append(candidate)
-    return removed
-
-
-def _glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped (``[``, ``*``, ``?``)."""
-    return re.sub(r"([\[\]*?])", r"[\1]", name)
-
-
-def _refuse_existing(target: Path, overwrite: bool) -> None:
-    if target.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{str(target)!r} exists; pass overwrite=True (--overwrite on the command line) to replace it."
-        )
-
-
-def _discard(tmp: Path) -> None:
-    if tmp.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-    elif tmp.exists():
-        tmp.unlink()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
-
-    The temporary file (or folder) is removed when the block raises, including on
-    ``KeyboardInterrupt``; temporary files of killed writers are removed on the next write.
-
-    Parameters
-    ----------
-    path : path
-        The final path.
-    overwrite : bool
-        Replace ``path`` if it exists.
-
-    Raises
-    ------
-    xoceandiff.errors.OutputExistsError
-        ``path`` exists and ``overwrite`` is False.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
-    >>> with atomic_path(target) as tmp:
-    ...     _ = tmp.write_text("hello")
-    >>> target.read_text()
-    'hello'
-    """
-    target = Path(path)
-    _refuse_existing(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(target)
-    tmp = _temp_path(target)
-    try:
-        yield tmp
-        if not overwrite:  # someone else may have written it meanwhile
-            _refuse_existing(target, overwrite)
-        os.replace(tmp, target)
-    finally:
-        _discard(tmp)
 
 
 def write_netcdf_atomic(
@@ -353,7 +244,7 @@ class _Opaque:
 
 def _write_and_rename(job: _Opaque, tmp: Path, target: Path, overwrite: bool) -> Path:
     ds, encoding = job.value
-    _refuse_existing(target, overwrite)
+    refuse_existing(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(target)
     try:
@@ -361,10 +252,10 @@ def _write_and_rename(job: _Opaque, tmp: Path, target: Path, overwrite: bool) ->
         writes.compute()
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        _refuse_existing(target, overwrite)
-        os.replace(tmp, target)
+        refuse_existing(target, overwrite)
+        replace_path(tmp, target)
     finally:
-        _discard(tmp)
+        discard(tmp)
     return target
 
 
@@ -428,11 +319,11 @@ def to_netcdf(
     'later.nc'
     """
     target = Path(path)
-    _refuse_existing(target, overwrite)
+    refuse_existing(target, overwrite)
     cf = cf_dataset(ds)
     cf.attrs = _global_attrs(ds, f"xoceandiff.io.to_netcdf: wrote {target.name}")
     enc = _encoding(cf, encoding)
-    tmp = _temp_path(target)
+    tmp = temp_path(target)
     job = _Opaque((cf, enc))
     if compute:
         return _write_and_rename(job, tmp, target, overwrite)

@@ -1,0 +1,185 @@
+"""What a canonical dataset is: its dimensions, record dimension, fields, ocean mask, cells and history.
+
+A canonical dataset (what :func:`xoceandiff.open_nemo` and :func:`xoceandiff.datasets.dino` return) holds
+``toce``, ``soce`` on ``(record, z_c, y_c, x_c)`` and ``ssh`` on ``(record, y_c, x_c)``, land as NaN, and
+its grid (``tmask``, ``e1t``, ``e2t``, ``e3t``, ``gdept_1d``, ...) as coordinates. Every module asks this
+one for these facts instead of re-deriving them; dimension names come from the conventions table.
+
+This module is a leaf: it knows xarray and the conventions table, nothing else of the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .conventions import DIMS, FIELDS, SAMPLE_DIM, TIME_DIM
+from .errors import InvalidDataError, MissingVariableError
+
+__all__ = [
+    "X",
+    "Y",
+    "Z",
+    "SPATIAL_DIMS",
+    "HORIZONTAL_DIMS",
+    "SAMPLE_DIM",
+    "TIME_DIM",
+    "fields_of",
+    "field_dims",
+    "record_dim",
+    "grid_variable",
+    "ocean_mask",
+    "cell_area",
+    "cell_volume",
+    "cell_weights",
+    "stamp_history",
+]
+
+X, Y, Z = DIMS["X"], DIMS["Y"], DIMS["Z"]
+SPATIAL_DIMS: tuple[str, str, str] = (Z, Y, X)
+HORIZONTAL_DIMS: tuple[str, str] = (Y, X)
+
+
+def fields_of(ds: xr.Dataset) -> tuple[str, ...]:
+    """The canonical fields present in ``ds``, in the order of the conventions table.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> fields_of(xoceandiff.datasets.dino(n=1, resolution=4.0))
+    ('toce', 'soce', 'ssh')
+    """
+    return tuple(name for name in FIELDS if name in ds.data_vars)
+
+
+def field_dims(name: str) -> tuple[str, ...]:
+    """The spatial dimensions of canonical field ``name`` (3-D or surface)."""
+    return SPATIAL_DIMS if FIELDS[name].three_dimensional else HORIZONTAL_DIMS
+
+
+def record_dim(ds: xr.Dataset | xr.DataArray, *, required: bool = True) -> str | None:
+    """The record dimension: the one dimension of the fields that is not spatial.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset or xarray.DataArray
+        A canonical dataset (its first canonical field is used) or one field.
+    required : bool
+        Raise when there is no record dimension; otherwise return None (a single state).
+
+    Returns
+    -------
+    str or None
+        ``"t"`` for model output, ``"sample"`` for generated states, whatever the dimension is called.
+
+    Raises
+    ------
+    MissingVariableError
+        A Dataset without any of toce, soce, ssh.
+    InvalidDataError
+        More than one non-spatial dimension, or none while ``required``.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+    >>> record_dim(ds), record_dim(ds.isel(t=0), required=False)
+    ('t', None)
+    """
+    if isinstance(ds, xr.Dataset):
+        present = fields_of(ds)
+        if not present:
+            raise MissingVariableError(
+                f"the dataset has none of the fields {tuple(FIELDS)} (found {sorted(map(str, ds.data_vars))}); "
+                "open NEMO output with xoceandiff.open_nemo, which finds them by standard name and NEMO's names."
+            )
+        field = ds[present[0]]
+    else:
+        field = ds
+    others = [str(d) for d in field.dims if d not in SPATIAL_DIMS]
+    if len(others) == 1:
+        return others[0]
+    if not others and not required:
+        return None
+    name = field.name if field.name is not None else "the field"
+    hint = (
+        f"add one with .expand_dims({SAMPLE_DIM!r})"
+        if not others
+        else "select or stack the extra dimensions first (e.g. .stack(record=[...]))"
+    )
+    raise InvalidDataError(
+        f"{name}: expected exactly one record dimension besides {SPATIAL_DIMS}, found dims "
+        f"{tuple(map(str, field.dims))}; {hint}."
+    )
+
+
+def grid_variable(ds: xr.Dataset, name: str, *alternatives: str) -> xr.DataArray:
+    """Grid variable ``name`` (or the first alternative present) without its own coordinates.
+
+    Raises
+    ------
+    MissingVariableError
+        None of the names is in the dataset; the message says how to get the grid.
+    """
+    for candidate in (name, *alternatives):
+        if candidate in ds.variables:
+            return ds[candidate].reset_coords(drop=True)
+    tried = " or ".join(repr(n) for n in (name, *alternatives))
+    raise MissingVariableError(
+        f"the dataset has no {tried}; it needs the grid variables tmask, e1t, e2t, e3t, gdept_1d. Open NEMO "
+        "output with xoceandiff.open_nemo(..., mesh_mask=...) so that the grid comes with the fields."
+    )
+
+
+def ocean_mask(ds: xr.Dataset, name: str = "toce") -> xr.DataArray:
+    """The ocean mask (bool) on the spatial dims of field ``name``: 3-D tmask, or its top level for ssh.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=1, resolution=4.0)
+    >>> ocean_mask(ds, "ssh").dims, bool(ocean_mask(ds).any())
+    (('y_c', 'x_c'), True)
+    """
+    mask = grid_variable(ds, "tmask").astype(bool)
+    if not FIELDS[name].three_dimensional:
+        mask = mask.isel({Z: 0}, drop=True)
+    return mask
+
+
+def cell_area(ds: xr.Dataset) -> xr.DataArray:
+    """Horizontal area of T cells, ``e1t * e2t`` (m2), float64."""
+    return grid_variable(ds, "e1t").astype(np.float64) * grid_variable(ds, "e2t")
+
+
+def cell_volume(ds: xr.Dataset) -> xr.DataArray:
+    """Volume of ocean T cells, ``e1t * e2t * e3t`` (m3, ``e3t_0`` where e3t is absent), zero on land."""
+    e3t = grid_variable(ds, "e3t", "e3t_0").astype(np.float64)
+    return (cell_area(ds) * e3t).where(ocean_mask(ds), 0.0)
+
+
+def cell_weights(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """Integration weights of field ``name``: cell volume (3-D) or surface cell area (ssh), zero on land."""
+    if FIELDS[name].three_dimensional:
+        return cell_volume(ds)
+    return cell_area(ds).where(ocean_mask(ds, name), 0.0)
+
+
+def stamp_history(attrs: Mapping[str, Any], line: str) -> dict[str, Any]:
+    """A copy of ``attrs`` whose ``history`` starts with a UTC-stamped ``line`` (CF: newest first).
+
+    Examples
+    --------
+    >>> attrs = stamp_history({"history": "opened"}, "normalised")
+    >>> attrs["history"].split("\\n")[1], attrs["history"].split("\\n")[0].endswith("Z normalised")
+    ('opened', True)
+    """
+    out = dict(attrs)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    previous = out.get("history")
+    out["history"] = f"{stamp} {line}" + (f"\n{previous}" if previous else "")
+    return out
