@@ -17,8 +17,6 @@ import torch
 
 import xoceandiff
 from xoceandiff.constraints import ConstraintContext, get_constraints
-from xoceandiff.layout import Layout
-from xoceandiff.normalisation import Normaliser
 from xoceandiff.sampling import make_scheduler
 from xoceandiff.training import prepare_model
 
@@ -39,8 +37,7 @@ def main() -> None:
     device = torch.device(args.device)
     ds = xoceandiff.datasets.dino(n=4, resolution=args.resolution)
     model = prepare_model(ds, args.preset).to(device).eval()
-    layout = Layout.from_dict(model.metadata["layout"])
-    normaliser = Normaliser.from_dict(model.metadata["normalisation"])
+    layout, normaliser = model.card.layout, model.card.normaliser
     ctx = ConstraintContext.from_model(ds, layout, normaliser, device=device)
     x = torch.randn((args.batch, layout.channels, *layout.shape), device=device)
     settings = {

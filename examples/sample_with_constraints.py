@@ -59,14 +59,13 @@ def main(tiny: bool = False) -> None:
     for label in ("no constraint", "zero_mean + border_zero_gradient"):
         surface = sets[label].toce.isel(z_c=0).weighted(area).mean(("y_c", "x_c"))
         print(f"surface mean temperature, {label}: {float(surface.mean()):.3f} degC")
-    # zero_mean's target: the training data's area-weighted level means, recorded in the checkpoint
+    # zero_mean's target: the training data's area-weighted level means, on the model card
     # (older checkpoints without them: the normaliser's offsets, the plain means of the std schemes).
-    recorded = model.metadata.get("area_weighted_means")
-    normalisation = model.metadata["normalisation"]
-    if recorded:
-        print(f"surface mean temperature, zero_mean's target (training data): {recorded['toce'][0]:.3f} degC")
-    elif normalisation["scheme"].endswith("std"):
-        print(f"surface mean temperature, zero_mean's target (training data): {normalisation['offset']['toce'][0]:.3f} degC")
+    card = model.card
+    if card.training_means:
+        print(f"surface mean temperature, zero_mean's target (training data): {card.training_means['toce'][0]:.3f} degC")
+    elif card.normaliser.scheme.endswith("std"):
+        print(f"surface mean temperature, zero_mean's target (training data): {card.normaliser.offset['toce'][0]:.3f} degC")
 
     # Reproducibility: sample i depends only on (seed, i), not on how many samples are drawn with it.
     alone = data.oceandiff.sample(1, settings["zero_mean + border_zero_gradient"], model=model, sampler="ddim",

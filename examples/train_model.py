@@ -45,7 +45,7 @@ def main(tiny: bool = False) -> None:
 
     # Second call, same arguments: resumes from training_state/ and finishes the run.
     model = data.oceandiff.train(preset, **settings)
-    training = model.metadata["training"]
+    training = model.card.training
     print(f"second call: resumed and finished, steps_done: {training['steps_done']}")
     print(f"final loss: {training['final_loss']:.4f}")
     for step, loss in training["loss_history"][-3:]:
@@ -55,7 +55,8 @@ def main(tiny: bool = False) -> None:
     # normalisation, grid fingerprint and the training record.
     again = load_model(out / "model")
     print(f"checkpoint: {out / 'model'} ({', '.join(sorted(p.name for p in (out / 'model').iterdir()))})")
-    print(f"weights sha256: {again.checkpoint_hash[:16]}...; metadata keys: {sorted(again.metadata)}")
+    print(f"weights sha256: {again.checkpoint_hash[:16]}...; model card: {again.card.layout.channels} channels, "
+          f"grid {again.card.grid_shape}, trained {again.card.training['steps_done']} steps")
     print(f"samples from this model: data.oceandiff.sample(4, model={str(out / 'model')!r})")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 import torch
 import xarray as xr
 
-from xoceandiff import eos
 from xoceandiff.eos import (
     EOS_NAMES,
     SEOS_CONSTANTS,
@@ -201,8 +199,3 @@ def test_unknown_eos_name_lists_available():
     with pytest.raises(ValueError, match="unknown equation of state"):
         potential_density(10.0, 35.0, eos="TEOS10")
 
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(eos, raise_on_error=False)
-    assert attempted >= 6
-    assert failures == 0

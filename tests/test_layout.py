@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import json
 
@@ -12,7 +11,6 @@ import torch
 import xarray as xr
 
 import xoceandiff
-from xoceandiff import layout as layout_module
 from xoceandiff.errors import GridMismatchError, InvalidDataError, MissingVariableError
 from xoceandiff.layout import (
     Layout,
@@ -258,8 +256,3 @@ def test_fingerprint(raw1, small):
     moved = small.assign_coords(tmask=(("z_c", "y_c", "x_c"), tmask))
     with pytest.raises(GridMismatchError, match=r"same shape .*\(36, 51, 17\).*masks \(tmask\) differ"):
         check_fingerprint(grid_fingerprint(small), moved)
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(layout_module, raise_on_error=False)
-    assert attempted > 0 and failures == 0

@@ -7,7 +7,6 @@ formula, and a plugged-in convolution compared with the bare convolution.
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import json
 import pickle
@@ -368,7 +367,3 @@ def test_scheduler_config_overrides_reach_the_scheduler(tmp_path):
         load_model(model.save(tmp_path / "ckpt")).make_scheduler().config.num_train_timesteps == 50
     )
 
-
-def test_docstring_examples_run():
-    failures, attempted = doctest.testmod(model_module, raise_on_error=False)
-    assert attempted > 0 and failures == 0

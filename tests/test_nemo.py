@@ -210,3 +210,42 @@ def test_xios_grid_named_axes(small_dino, small_nemo_files, tmp_path):
     src.to_netcdf(tmp_path / "X_grid_T.nc", unlimited_dims=["time_counter"])
     ds = xoceandiff.open_nemo(tmp_path / "X_grid_T.nc", mesh_mask=small_nemo_files["mesh_mask"])
     xr.testing.assert_identical(ds.toce.compute(), small_dino.toce.compute())
+
+
+def _fields(**variables):
+    """A dataset of tiny fields: name=standard_name (or None for a field without one)."""
+    return xr.Dataset(
+        {name: ("x", np.zeros(2), {"standard_name": sn} if sn else {}) for name, sn in variables.items()}
+    )
+
+
+def test_find_field_ranking():
+    from xoceandiff.conventions import FIELDS
+    from xoceandiff.nemo import find_field
+
+    toce = FIELDS["toce"]
+    # standard names in their order, whatever the variables' order
+    ds = _fields(a="sea_water_potential_temperature", b="sea_water_conservative_temperature")
+    assert find_field(ds, toce) == "b"
+    # a standard name beats an alias, even the canonical name itself
+    assert find_field(_fields(toce=None, thetao="sea_water_potential_temperature"), toce) == "thetao"
+    # among standard-name matches, the earlier alias wins (restart: now before before)
+    ds = _fields(tb="sea_water_conservative_temperature", tn="sea_water_potential_temperature")
+    assert find_field(ds, toce) == "tn"
+    # aliases alone, in their order; names are matched whole (no toce_bounds, no prefix match)
+    assert find_field(_fields(thetao=None, votemper=None, toce_bounds=None), toce) == "votemper"
+    assert find_field(_fields(toce_bounds=None, temperature="sea_water_temperature_anomaly"), toce) is None
+    # coordinates are never fields
+    coord = xr.Dataset(coords={"votemper": ("x", np.zeros(2))})
+    assert find_field(coord, toce) is None
+
+
+def test_cf_criteria_with_cf_xarray():
+    # the conventions table as cf-xarray custom criteria: ds.cf finds NEMO's names and CF's
+    from xoceandiff.conventions import CF_CRITERIA
+
+    ds = _fields(votemper=None, so="sea_water_absolute_salinity", zos=None)
+    with cf_xarray.set_options(custom_criteria=CF_CRITERIA):
+        assert ds.cf["toce"].name == "votemper"
+        assert ds.cf["soce"].name == "so"
+        assert ds.cf["ssh"].name == "zos"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 
 import dask
@@ -12,7 +11,6 @@ import pytest
 import xarray as xr
 
 import xoceandiff
-from xoceandiff import normalisation
 from xoceandiff.errors import GridMismatchError, InvalidDataError, MissingVariableError
 from xoceandiff.normalisation import Normaliser, denormalise, normalise, statistics
 
@@ -322,8 +320,3 @@ def test_level_mismatch(ds, pooled_stats):
     norm = Normaliser.from_statistics(pooled_stats, scheme="std")
     with pytest.raises(GridMismatchError, match="36 levels but the data has z_c = 10"):
         normalise(ds.isel(z_c=slice(0, 10)), norm)
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(normalisation, raise_on_error=False)
-    assert attempted > 0 and failures == 0

@@ -132,3 +132,14 @@ def test_checkpoint_unreadable_on_worker(data, model, tmp_path):
     with pytest.raises(CheckpointError, match="not readable from this worker"):
         lazy.compute(scheduler="sync")
     assert not Path(copy).exists()
+
+
+def test_connect_without_distributed(monkeypatch):
+    # distributed is in the hpc extra only: a missing one is an xoceandiff error that names the extra
+    from xoceandiff.errors import MissingDependencyError, XOceanDiffError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # makes `import distributed` fail
+    with pytest.raises(MissingDependencyError, match=r'pip install "xoceandiff\[hpc\]"') as info:
+        connect(local_workers=1)
+    assert isinstance(info.value, XOceanDiffError) and isinstance(info.value, ImportError)
+    assert connect() is None  # nothing asked for, nothing imported

@@ -1,9 +1,13 @@
-"""NEMO restarts and initial states: layout read back with netCDF4, the checker, templates, thermal wind."""
+"""NEMO restarts and initial states: layout read back with netCDF4, options, rank pieces, templates.
+
+The checker has its own tests (test_restart_check.py), and so has the thermal wind (test_dynamics.py).
+"""
 
 from __future__ import annotations
 
 import re
-import shutil
+import subprocess
+import sys
 
 import netCDF4
 import numpy as np
@@ -11,19 +15,15 @@ import pytest
 import xarray as xr
 
 import xoceandiff
-from xoceandiff.datasets import dino_grid
-from xoceandiff.eos import SEOS_CONSTANTS
 from xoceandiff.errors import GridMismatchError, InvalidDataError, OutputExistsError
+from xoceandiff.ranks import piece_window, split_ranks
 from xoceandiff.restart import (
-    GRAVITY,
-    OMEGA,
     RESTART_VARIABLES,
-    RHO0,
+    RestartOptions,
     check_restart,
     is_rank_piece_name,
     read_mesh,
     restart_file_name,
-    thermal_wind,
     to_initial_state,
     to_restart,
 )
@@ -103,12 +103,6 @@ def test_restart_layout_and_values(restarts, loaded):
             assert "feedbeef" in nc.source
 
 
-def test_checker_accepts_what_to_restart_writes(restarts, states, nemo_files):
-    for path in restarts:
-        assert check_restart(path, states) == []
-        assert check_restart(path, nemo_files["mesh_mask"]) == []
-
-
 def test_namelist_beside_the_restarts(restarts):
     text = (restarts[0].parent / "namelist_restart.txt").read_text()
     assert "ln_rstart       = .true." in text
@@ -163,6 +157,72 @@ def test_per_rank_pieces(states, loaded, tmp_path):
     np.testing.assert_array_equal(tn, np.where(loaded.tmask, loaded.toce.isel(sample=0), 0.0))
 
 
+def test_rank_pieces_match_the_nemo_output_writer(states, tmp_path):
+    """One rank split for both writers: the same windows and DOMAIN_* attributes as to_nemo_files."""
+    restart_pieces = to_restart(states.isel(sample=[0]), tmp_path / "restart", ranks=(2, 3))
+    output = states.rename(sample="t").drop_vars("t").isel(t=[0]).oceandiff.to_nemo_files(tmp_path / "nemo", ranks=(2, 3))
+    output_pieces = [p for p in output["pieces"] if "grid_T_3D" in p]
+    assert len(output_pieces) == len(restart_pieces) == 6
+    for rank, (ours, theirs) in enumerate(zip(restart_pieces, output_pieces, strict=True)):
+        with netCDF4.Dataset(ours) as a, netCDF4.Dataset(theirs) as b:
+            domain_a = {k: np.asarray(a.getncattr(k)).tolist() for k in a.ncattrs() if k.startswith("DOMAIN_")}
+            domain_b = {k: np.asarray(b.getncattr(k)).tolist() for k in b.ncattrs() if k.startswith("DOMAIN_")}
+            assert domain_a == domain_b and domain_a["DOMAIN_number"] == rank
+            window = piece_window(domain_a)
+            assert (a.dimensions["y"].size, a.dimensions["x"].size) == (window[0].stop - window[0].start,
+                                                                        window[1].stop - window[1].start)
+    with pytest.raises(InvalidDataError, match=r"ranks: expected .*1 <= nx <= 17.*found \(18, 1\)"):
+        split_ranks(17, 51, (18, 1))
+
+
+def test_options_are_validated_before_anything_is_read(states, tmp_path):
+    for kwargs, message in (
+        ({"nemo_version": "3.6"}, r"nemo_version: expected one of \['4.0', '4.2', '5.0'\], found '3.6'"),
+        ({"velocities": "geostrophic"}, "velocities: expected 'rest' or 'thermal_wind'"),
+        ({"template": tmp_path / "t.nc", "ranks": (2, 2)}, "not written from a template"),
+        ({"nemo_version": "4.0", "ranks": (2, 2)}, "NEMO 4.0 pieces hold halos"),
+        ({"kt": 1.5}, "kt: expected a non-negative time step index, found 1.5"),
+    ):
+        with pytest.raises(InvalidDataError, match=message):
+            RestartOptions(**kwargs)
+        with pytest.raises(InvalidDataError, match=message):
+            to_restart(states, tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+    options = RestartOptions(template=tmp_path / "t.nc")
+    assert options.velocity_mode == "template" and options.leapfrog
+    assert RestartOptions(nemo_version="5.0", velocities="thermal_wind").velocity_mode == "thermal_wind"
+    with pytest.raises(AttributeError):
+        options.kt = 3  # frozen: validated once, never changed after
+
+
+def test_one_mesh_reader(states, nemo_files):
+    """read_mesh reads files through xoceandiff.nemo.open_grid, and canonical grids directly."""
+    from xoceandiff.nemo import open_grid
+
+    from_file = read_mesh(nemo_files["mesh_mask"])
+    from_grid = read_mesh(open_grid(nemo_files["mesh_mask"]))
+    from_samples = read_mesh(states)
+    for mesh in (from_file, from_grid):
+        np.testing.assert_array_equal(mesh.tmask, from_samples.tmask)
+        np.testing.assert_array_equal(mesh.nav_lev, from_samples.nav_lev)
+        np.testing.assert_array_equal(mesh.nav_lat, from_samples.nav_lat)
+    assert from_file.source == str(nemo_files["mesh_mask"])
+    raw = xr.open_dataset(nemo_files["mesh_mask"])
+    with pytest.raises(InvalidDataError, match=r"tmask of the mesh_mask dataset: expected dimensions \('z_c', 'y_c', 'x_c'\)"):
+        read_mesh(raw)
+    with pytest.raises(FileNotFoundError, match="no_mesh.nc"):
+        read_mesh(nemo_files["mesh_mask"] + ".missing/no_mesh.nc")
+
+
+def test_restart_modules_do_not_import_torch():
+    code = (
+        "import sys, xoceandiff.restart, xoceandiff.restart_check, xoceandiff.dynamics, xoceandiff.ranks; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_grid_mismatch_with_mesh_mask(states, tmp_path):
     other = xoceandiff.datasets.dino(n=1, resolution=5.0).oceandiff.to_nemo_files(tmp_path / "other")
     with pytest.raises(GridMismatchError, match=r"\(36, 51, 17\).*\(36, 41, 14\)"):
@@ -187,72 +247,6 @@ def test_all_or_nothing_and_overwrite(states, loaded, tmp_path):
     with netCDF4.Dataset(paths[0]) as nc:
         assert float(nc["kt"][...]) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["namelist_restart.txt", "restart_s000_xoceandiff.nc"]
-
-
-# --- the checker finds planted violations ---------------------------------------------------------------
-
-
-def _copy(path, folder, name="restart_copy.nc"):
-    target = folder / name
-    shutil.copyfile(path, target)
-    return target
-
-
-def test_checker_finds_a_plain_xarray_write(loaded, states, tmp_path):
-    """The file NEMO refused: fixed time_counter, NaN on land, _FillValue everywhere."""
-    state = loaded.isel(sample=0)
-    plain = xr.Dataset(
-        {
-            "tn": (("time_counter", "nav_lev", "y", "x"), state.toce.values[None].astype(np.float64)),
-            "sn": (("time_counter", "nav_lev", "y", "x"), state.soce.values[None].astype(np.float64)),
-            "sshn": (("time_counter", "y", "x"), state.ssh.values[None].astype(np.float64)),
-        }
-    )
-    path = tmp_path / "restart.nc"
-    plain.to_netcdf(path)
-    problems = check_restart(path, states)
-    text = "\n".join(problems)
-    assert "time_counter' has a fixed size" in text
-    assert re.search(r"tn: \d+ values are NaN", text) and re.search(r"sshn: \d+ values are NaN", text)
-    assert "tn: has a _FillValue" in text
-    assert re.search(r"variables missing for NEMO 4.2: \['tb', 'sb', 'un'", text)
-    assert "tn: its first dimension 'time_counter' must be the UNLIMITED" in text
-
-
-def test_checker_finds_each_planted_violation(restarts, states, tmp_path):
-    # NaN and land not 0
-    path = _copy(restarts[0], tmp_path, "nan.nc")
-    with netCDF4.Dataset(path, "r+") as nc:
-        nc["sn"][0, 0, 10, 5] = np.nan
-        nc["tn"][0, 0, 0, 0] = 12.0  # (0, 0) is land
-    problems = check_restart(path, states)
-    assert len(problems) == 2
-    assert "sn: 1 values are NaN or infinite" in problems[0] or "sn: 1 values are NaN or infinite" in problems[1]
-    assert any("tn: 1 land cells (tmask = 0) are not 0" in p for p in problems)
-
-    # wrong sizes: another configuration
-    other = xoceandiff.datasets.dino(n=1, resolution=5.0)
-    problems = check_restart(restarts[0], other)
-    assert any(re.search(r"tn: expected dimensions .*\(UNLIMITED, 36, 41, 14\).*found .*\(1, 36, 51, 17\)", p) for p in problems)
-    assert any(p.startswith("sshn: expected dimensions") for p in problems)
-
-    # scalars that are not 0-d, float32 data, a missing variable, a _FillValue, a rank-piece name
-    state = xr.open_dataset(restarts[0]).load()
-    bad = state.drop_vars("vb").assign(
-        kt=("time_counter", [0.0]), tn=state.tn.astype(np.float32)
-    )
-    path = tmp_path / "restart_0001.nc"
-    encoding = {name: {"_FillValue": None} for name in bad.variables}
-    encoding["sn"] = {"_FillValue": -1.0}
-    bad.to_netcdf(path, encoding=encoding, unlimited_dims=["time_counter"])
-    problems = "\n".join(check_restart(path, states))
-    assert "kt: expected a 0-d scalar" in problems
-    assert "tn: expected float64 (double), found float32" in problems
-    assert "variables missing for NEMO 4.2: ['vb']" in problems
-    assert "sn: has a _FillValue attribute" in problems
-    assert "ends in '_<digits>.nc'" in problems
-    with pytest.raises(InvalidDataError, match="nemo_version"):
-        check_restart(restarts[0], states, nemo_version="3.6")
 
 
 # --- template --------------------------------------------------------------------------------------------------
@@ -339,76 +333,6 @@ def test_template_on_another_grid(states, tmp_path):
     with pytest.raises(GridMismatchError, match=r"\(1, 31, 22, 32\).*\(36, 51, 17\)"):
         to_restart(states, tmp_path / "out", template=template)
     assert not (tmp_path / "out").exists()
-
-
-# --- thermal wind ------------------------------------------------------------------------------------------------
-
-
-def _meridional_distance(ds):
-    """Y(j): distance from row 0 along the grid's meridians, sum of e2v (so that dY = e2v exactly)."""
-    e2v = ds.e2v.isel(x_c=0).values
-    return np.concatenate([[0.0], np.cumsum(e2v[:-1])])
-
-
-def _analytic_u(ds, gradient, equator_band=5.0):
-    """u = g G / (rho0 f) * (depth of the deepest ocean U level - depth), independent numpy code."""
-    grid = dino_grid(4.0)
-    umask = ds.umask.values.astype(bool)
-    e3w = ds.e3w.values
-    gdept = np.cumsum(e3w, axis=0)  # depth of T level k: sum of the W thicknesses above it
-    gdepu = 0.5 * (gdept + np.roll(gdept, -1, axis=2))  # periodic in x
-    lat_u = grid.gphiu.values
-    f = 2 * OMEGA * np.sin(np.deg2rad(lat_u))
-    bottom = np.where(umask.any(axis=0), umask.shape[0] - 1 - np.argmax(umask[::-1], axis=0), 0)
-    depth_bottom = np.take_along_axis(gdepu, bottom[None], axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = GRAVITY * gradient / (RHO0 * f) * (depth_bottom - gdepu)
-    return np.where(umask & (np.abs(lat_u) >= equator_band), u, 0.0)
-
-
-def test_thermal_wind_matches_analytic_shear():
-    ds = xoceandiff.datasets.dino(n=1, resolution=4.0).isel(t=0).compute()
-    gradient = 2e-7  # kg m-4: density increases northward
-    density = 1025.0 + gradient * xr.DataArray(_meridional_distance(ds), dims="y_c") + 0 * ds.e3t
-    u, v = thermal_wind(ds, density=density)
-    expected = _analytic_u(ds, gradient)
-    assert u.dims == ("z_c", "y_c", "x_f") and v.dims == ("z_c", "y_f", "x_c")
-    scale = np.abs(expected).max()
-    assert scale > 0.01
-    np.testing.assert_allclose(u.values, expected, rtol=0, atol=1e-6 * scale)
-    assert np.abs(v.values).max() <= 1e-6 * scale  # no zonal gradient, no meridional flow
-    # zero at the bottom, positive (eastward) above it in the north where f > 0
-    lat = dino_grid(4.0).gphiu.values
-    north = (lat > 10) & ds.umask.values[0].astype(bool)
-    assert np.all(u.values[0][north] > 0) and np.all(u.values[34][north] == 0)
-    assert np.all(u.values[:, np.abs(lat) < 5.0] == 0)
-
-
-def test_thermal_wind_in_restart_with_seos(tmp_path):
-    ds = xoceandiff.datasets.dino(n=1, resolution=4.0).compute()
-    gradient = 2e-7
-    # the S-EOS at T = 10 °C is linear in salinity: rho = rho0 + b0 (S - 35)
-    salinity = 35.0 + gradient * xr.DataArray(_meridional_distance(ds), dims="y_c") / SEOS_CONSTANTS["b0"]
-    ocean = ds.tmask
-    ds["toce"] = (10.0 + 0 * ds.e3t).where(ocean).expand_dims(t=ds.t).transpose(*ds.toce.dims)
-    ds["soce"] = (salinity + 0 * ds.e3t).where(ocean).expand_dims(t=ds.t).transpose(*ds.soce.dims)
-    (path,) = to_restart(ds, tmp_path, velocities="thermal_wind", eos="seos")
-    assert check_restart(path, ds) == []
-    expected = _analytic_u(ds.isel(t=0), gradient)
-    with netCDF4.Dataset(path) as nc:
-        un, vn, ub = nc["un"][0], nc["vn"][0], nc["ub"][0]
-    scale = np.abs(expected).max()
-    np.testing.assert_allclose(un, expected, rtol=0, atol=1e-6 * scale)
-    np.testing.assert_array_equal(ub, un)
-    assert np.abs(vn).max() <= 1e-6 * scale
-
-
-def test_thermal_wind_of_a_generated_state_is_plausible(loaded):
-    u, v = thermal_wind(loaded.isel(sample=0))
-    assert np.isfinite(u.values).all() and np.isfinite(v.values).all()
-    assert 0.001 < float(abs(u).max()) < 2.0
-    assert np.all(u.values[~loaded.umask.values.astype(bool)] == 0)
-    assert np.all(v.values[~loaded.vmask.values.astype(bool)] == 0)
 
 
 # --- initial state ---------------------------------------------------------------------------------------------

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 import xoceandiff
 from xoceandiff.eos import sigma0_teos10
 from xoceandiff.errors import CheckpointError, ConstraintError, GridMismatchError, InvalidDataError
+from xoceandiff.model import Denoiser
+from xoceandiff.sampling import SamplingOptions, make_scheduler, sample_seed, sample_tensors
 from xoceandiff.training import prepare_model, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,8 +65,8 @@ def test_zero_mean_in_physical_space(data, model):
     stats = data.oceandiff.statistics(weighted=True).compute()  # targets: the area-weighted training means
     area = (data.e1t * data.e2t).where(data.tmask)
     level_means = samples.toce.weighted(area.fillna(0)).mean(("y_c", "x_c"))
-    kept = model.metadata["layout"]["levels"]
-    scale = np.asarray(model.metadata["normalisation"]["scale"]["toce"])[kept]
+    kept = list(model.card.layout.levels)
+    scale = np.asarray(model.card.normaliser.scale["toce"])[kept]
     err = np.abs(level_means.isel(z_c=kept).values - stats.toce_mean.isel(z_c=kept).values) / scale
     assert err.max() < 1e-5 * 10  # normalised units; float32 denormalisation adds rounding
     # the test discriminates: unweighted and area-weighted training means differ by degrees at 4°
@@ -71,10 +74,55 @@ def test_zero_mean_in_physical_space(data, model):
     assert float(abs(plain.toce_mean - stats.toce_mean).isel(z_c=0)) > 1.0
 
 
-def test_samplers_by_name(data, model):
-    for sampler, steps in (("ddpm", 5), ("ddim", 5), ("dpm", 5)):
-        samples = data.oceandiff.sample(1, [], model=model, sampler=sampler, steps=steps, progress=False)
-        assert np.isfinite(samples.toce.values[0][data.tmask.values]).all(), sampler
+class _ConstantClean(torch.nn.Module):
+    """A network that predicts the same clean state ``value`` everywhere (prediction_type "sample")."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, timesteps):
+        return torch.full_like(x, self.value)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
+def test_samplers_by_name_end_on_the_predicted_clean_state(data, sampler):
+    """With a network that always predicts the clean state c, every sampler's last step returns c exactly.
+
+    Oracle: the posterior mean at t = 0 has coefficient 1 on x0 and 0 on x_t (DDPM: beta_0 / (1 - abar_0) = 1;
+    DDIM with final alpha 1 and DPM-Solver++ with final sigma 0 return x0); so the physical samples are
+    offset + scale * c on every kept level, whatever the noise.
+    """
+    layout_model = prepare_model(data, "tiny")
+    net = Denoiser(layout_model.channels, layout_model.sample_size, net=_ConstantClean(0.3),
+                   scheduler_config={"prediction_type": "sample"})
+    net.card = layout_model.card
+    samples = data.oceandiff.sample(2, [], model=net, sampler=sampler, steps=7, progress=False)
+    kept = list(net.card.layout.levels)
+    offset = np.asarray(net.card.normaliser.offset["toce"])[kept]
+    scale = np.asarray(net.card.normaliser.scale["toce"])[kept]
+    ocean = data.tmask.values[kept]
+    expected = np.broadcast_to((offset + 0.3 * scale)[:, None, None], ocean.shape)
+    got = samples.toce.values[:, kept]
+    np.testing.assert_allclose(got[:, ocean], np.broadcast_to(expected[ocean], got[:, ocean].shape), rtol=1e-5)
+
+
+def test_unconstrained_ddim_is_diffusers_ddim_pipeline(data, model):
+    """The loop without constraints is diffusers' DDIMPipeline with the same per-sample generators."""
+    from diffusers import DDIMPipeline
+
+    options = SamplingOptions(sampler="ddim", steps=50, seed=4, progress=False)
+    ours = sample_tensors(model, [0, 1], (), options=options)
+    scheduler = make_scheduler(model, "ddim", 50)
+    pipeline = DDIMPipeline(unet=model.net, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(sample_seed(4, i)) for i in (0, 1)]
+    theirs = pipeline(batch_size=2, generator=generators, num_inference_steps=50, output_type="pt").images
+    # the pipeline maps [-1, 1] to [0, 1] and clamps: do the same to ours
+    mapped = (ours / 2 + 0.5).clamp(0, 1)
+    assert 0.2 < float(((mapped > 0) & (mapped < 1)).float().mean())  # most values are not clamped away
+    torch.testing.assert_close(mapped, torch.as_tensor(theirs), rtol=0, atol=2e-5)
 
 
 def test_bad_input_fails_before_work(data, model):
@@ -97,18 +145,35 @@ def test_constraint_needing_a_missing_field(data):
         data.oceandiff.sample(1, ["stable_stratification"], model=ssh_only, progress=False)
 
 
-def test_model_from_training_record(data, tmp_path):
+def test_training_leaves_the_dataset_alone_and_sampling_takes_the_model(data, tmp_path):
     ds = data.copy()
-    ds.attrs = dict(data.attrs)
-    trained = ds.oceandiff.train("tiny", steps=2, batch_size=2, progress=False, checkpoint_dir=tmp_path)
-    assert ds.attrs["xoceandiff_checkpoint"] == str(trained.checkpoint_path)
-    samples = ds.oceandiff.sample(1, sampler="ddim", steps=2, progress=False)
-    assert samples.attrs["checkpoint_sha256"] == trained.checkpoint_hash
+    ds.attrs = {**data.attrs, "xoceandiff_checkpoint": str(tmp_path / "elsewhere")}  # no side channel
+    before = dict(ds.attrs)
+    trained = ds.oceandiff.train("tiny", steps=2, batch_size=2, progress=False, checkpoint_dir=tmp_path / "run")
+    assert ds.attrs == before
+    from_object = ds.oceandiff.sample(1, model=trained, steps=2, progress=False)
+    from_path = ds.oceandiff.sample(1, model=tmp_path / "run" / "model", steps=2, progress=False)
+    assert from_object.attrs["checkpoint_sha256"] == from_path.attrs["checkpoint_sha256"] == trained.checkpoint_hash
+    xr.testing.assert_identical(from_object.toce, from_path.toce)
+
+
+def test_sampling_does_not_move_or_switch_the_callers_model(data, model):
+    model.train()
+    try:
+        data.oceandiff.sample(1, model=model, steps=2, dtype=torch.float64, progress=False)
+        assert model.training and next(model.parameters()).dtype == torch.float32
+    finally:
+        model.eval()
+
+
+def test_default_sampler_is_ddim_50(data, model):
+    samples = data.oceandiff.sample(1, model=model, progress=False)
+    assert (samples.attrs["sampler"], samples.attrs["sampling_steps"]) == ("ddim", 50)
 
 
 def test_no_model_anywhere(data):
     off_grid = xoceandiff.datasets.dino(n=1, resolution=5.0)
-    with pytest.raises(CheckpointError, match="No model given"):
+    with pytest.raises(CheckpointError, match="model: none given"):
         off_grid.oceandiff.sample(1)
 
 
@@ -132,8 +197,6 @@ def test_stable_stratification_lowers_density_errors(data, model):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_dpm_x0_clip_is_the_same_whatever_the_network_predicts(prediction_type):
     import types
-
-    import torch
 
     from xoceandiff.model import DEFAULT_SCHEDULER_CONFIG
     from xoceandiff.sampling import _x0_clip, make_scheduler

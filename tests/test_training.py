@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def _weights(model):
 
 def test_loss_falls_quickly_tiny(data):
     model = train(data, "tiny", steps=120, batch_size=8, lr=3e-3, seed=0, progress=False)
-    history = model.metadata["training"]["loss_history"]
+    history = model.card.training["loss_history"]
     assert history[0][0] == 10 and history[-1][0] == 120
     assert history[-1][1] < 0.8 * history[0][1], history  # seeded run: 1.02 -> 0.71
 
@@ -43,7 +44,7 @@ def test_small_preset_loss_falls_5x_in_500_steps():
     # mean loss of the first 10 steps against the last 10 (seeded run here: 1.025 -> 0.191, 5.4x); the
     # paper's lr 1e-4 needs thousands of steps for the same fall (1e-3: 3.3x, 3e-3: 4.9x in 500 steps)
     model = train(ds, "small", steps=500, batch_size=8, lr=5e-3, progress=False)
-    history = model.metadata["training"]["loss_history"]
+    history = model.card.training["loss_history"]
     assert history[-1][1] < history[0][1] / 5, history
 
 
@@ -58,7 +59,7 @@ def test_resume_continues_the_same_run(data, tmp_path):
     resumed = train(data, "tiny", steps=8, batch_size=4, lr=1e-3, seed=2, progress=False, checkpoint_dir=tmp_path / "b")
     a, b = _weights(straight), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
-    assert resumed.metadata["training"]["steps_done"] == 8
+    assert resumed.card.training["steps_done"] == 8
     assert load_model(tmp_path / "b" / MODEL_SUBDIR).checkpoint_hash == load_model(tmp_path / "a" / MODEL_SUBDIR).checkpoint_hash
 
 
@@ -76,19 +77,22 @@ def test_resume_with_ema(data, tmp_path):
 def test_checkpoint_records_what_sampling_needs(data, tmp_path):
     model = train(data, "tiny", steps=2, batch_size=4, progress=False, checkpoint_dir=tmp_path, record={"command": "x"})
     assert model.checkpoint_path == (tmp_path / MODEL_SUBDIR).resolve()
-    loaded = load_model(model.checkpoint_path)
-    meta = loaded.metadata
-    assert meta["variables"] == ["toce", "soce", "ssh"]
-    assert meta["layout"]["levels"] == list(range(0, 35, 2))
-    assert meta["grid"]["shape"] == [36, 51, 17]
-    assert meta["normalisation"]["scheme"] == "3-std"
-    assert meta["training"]["command"] == "x" and meta["training"]["steps"] == 2 and meta["training"]["seed"] == 0
+    card = load_model(model.checkpoint_path).card
+    assert card.fields == ("toce", "soce", "ssh")
+    assert card.layout.levels == tuple(range(0, 35, 2))
+    assert card.grid_shape == (36, 51, 17) and card.periodic_x
+    assert card.normaliser.scheme == "3-std"
+    assert card.training["command"] == "x" and card.training["steps"] == 2 and card.training["seed"] == 0
+    assert card.dataset["dino_resolution"] == 4.0 and card.dataset["dino_seed"] == 5
+    # the targets of the mean constraints: the area-weighted level means of the training data
+    area = (data.e1t * data.e2t).where(data.tmask)
+    surface = float((data.toce.isel(z_c=0) * area.isel(z_c=0)).sum() / (area.isel(z_c=0).sum() * data.sizes["t"]))
+    assert abs(card.training_means["toce"][0] - surface) < 1e-5
 
 
 def test_stream_is_shuffled_complete_and_seeded(data):
     model = xoceandiff.training.prepare_model(data, "tiny")
-    layout = xoceandiff.layout.Layout.from_dict(model.metadata["layout"])
-    norm = xoceandiff.normalisation.Normaliser.from_dict(model.metadata["normalisation"])
+    layout, norm = model.card.layout, model.card.normaliser
     stream = SnapshotStream(data, layout, norm, batch_size=4, seed=1, buffer_chunks=2)
     batches = stream.batches()
     epoch = torch.cat([next(batches) for _ in range(4)])  # 16 snapshots = one epoch
@@ -110,7 +114,7 @@ def test_nan_on_ocean_is_refused_or_dropped(data):
         train(bad, "tiny", steps=1, progress=False)
     with pytest.warns(UserWarning, match="Dropping 2 snapshots"):
         model = train(bad, "tiny", steps=1, batch_size=2, drop_nan_snapshots=True, progress=False)
-    assert np.isfinite(model.metadata["training"]["final_loss"])
+    assert np.isfinite(model.card.training["final_loss"])
 
 
 def test_checkpoint_on_another_grid(data, tmp_path):
@@ -154,17 +158,17 @@ def test_cli_help_and_short_run(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
     assert exit_info.value.code == 0
-    code = main(["train", "--data", "dino", "--dino-n", "8", "--dino-resolution", "4", "--out", str(tmp_path / "run"),
-                 "--steps", "3", "--preset", "tiny", "--batch-size", "2", "--no-progress"])
-    assert code == 0
-    meta = load_model(tmp_path / "run" / MODEL_SUBDIR).metadata["training"]
-    assert meta["steps"] == 3 and "xoceandiff" in meta["command"] or meta["command"].startswith("xoceandiff")
+    argv = ["train", "--data", "dino", "--dino-n", "8", "--dino-resolution", "4", "--out", str(tmp_path / "run"),
+            "--steps", "3", "--preset", "tiny", "--batch-size", "2", "--no-progress"]
+    assert main(argv) == 0
+    record = load_model(tmp_path / "run" / MODEL_SUBDIR).card.training
+    assert record["steps"] == 3
+    assert record["command"] == "xoceandiff " + shlex.join(argv)  # the argv given to main, not sys.argv
 
 
 def test_background_model_climatology_and_checkpoint(data, tmp_path):
     model = train(data, "tiny", steps=2, batch_size=4, progress=False, background=True, checkpoint_dir=tmp_path)
-    layout = xoceandiff.layout.Layout.from_dict(model.metadata["layout"])
-    norm = xoceandiff.normalisation.Normaliser.from_dict(model.metadata["normalisation"])
+    layout, norm = model.card.layout, model.card.normaliser
     tensors = xoceandiff.layout.to_numpy(xoceandiff.normalisation.normalise(data, norm), layout, dim="t").astype("float64")
     mean = tensors.mean(axis=0)
     np.testing.assert_allclose(model.space_offset.numpy(), mean, rtol=0, atol=1e-6)
@@ -181,23 +185,29 @@ def test_background_model_climatology_and_checkpoint(data, tmp_path):
     assert abs(float(y[:, torch.from_numpy(ocean)].std()) - 1.0) < 0.05
 
 
-def test_prediction_targets_follow_diffusers():
+def test_prediction_targets_follow_their_definitions():
     from diffusers import DDPMScheduler
 
     from xoceandiff.model import DEFAULT_SCHEDULER_CONFIG
     from xoceandiff.training import _target
 
-    scheduler = DDPMScheduler.from_config(DEFAULT_SCHEDULER_CONFIG)
     generator = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(4, 3, 8, 8, generator=generator), torch.randn(4, 3, 8, 8, generator=generator)
     timesteps = torch.tensor([0, 10, 500, 999])
-    abar = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-    assert torch.equal(_target("epsilon", x0, noise, abar), noise)
-    assert torch.equal(_target("sample", x0, noise, abar), x0)
-    # diffusers' own definition of v (Salimans & Ho 2022) is the oracle
-    torch.testing.assert_close(_target("v_prediction", x0, noise, abar), scheduler.get_velocity(x0, noise, timesteps))
+    for prediction_type in ("epsilon", "sample", "v_prediction"):
+        scheduler = DDPMScheduler.from_config({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": prediction_type})
+        abar = scheduler.alphas_cumprod[timesteps].double().view(-1, 1, 1, 1)
+        # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022), computed here in float64
+        expected = {"epsilon": noise, "sample": x0,
+                    "v_prediction": (abar.sqrt() * noise - (1 - abar).sqrt() * x0).float()}[prediction_type]
+        torch.testing.assert_close(_target(scheduler, x0, noise, timesteps), expected, rtol=1e-5, atol=1e-6)
+    # the noisy input of a training step is sqrt(abar) x0 + sqrt(1 - abar) eps
+    abar = scheduler.alphas_cumprod[timesteps].double().view(-1, 1, 1, 1)
+    torch.testing.assert_close(scheduler.add_noise(x0, noise, timesteps),
+                               (abar.sqrt() * x0 + (1 - abar).sqrt() * noise).float(), rtol=1e-5, atol=1e-6)
+    bad = DDPMScheduler.from_config({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "x0"})
     with pytest.raises(InvalidDataError, match="prediction_type: expected 'epsilon', 'sample' or 'v_prediction', found 'x0'"):
-        _target("x0", x0, noise, abar)
+        _target(bad, x0, noise, timesteps)
 
 
 @pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
@@ -205,8 +215,8 @@ def test_other_prediction_types_train_and_sample(data, prediction_type, tmp_path
     model = train(data, "tiny", steps=30, batch_size=8, lr=3e-3, progress=False, checkpoint_dir=tmp_path,
                   prediction_type=prediction_type)
     assert load_model(tmp_path / MODEL_SUBDIR).scheduler_config["prediction_type"] == prediction_type
-    assert model.metadata["training"]["objective"] == f"DDPM, MSE on the {prediction_type} target"
-    history = model.metadata["training"]["loss_history"]
+    assert model.card.training["objective"] == f"DDPM, MSE on the {prediction_type} target"
+    history = model.card.training["loss_history"]
     assert history[-1][1] < history[0][1], history
     samples = data.oceandiff.sample(2, ["zero_mean"], model=model, sampler="ddim", steps=5, progress=False)
     assert int(samples.toce.notnull().sum()) == 2 * int(data.tmask.sum())

@@ -22,6 +22,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _SUBMODULES = (
     "cli", "constraints", "conventions", "demo", "diagnostics", "grid", "gridops", "io", "layout", "model",
     "nemo", "normalisation", "parallel", "plotting", "pretrained", "report", "restart", "sampling", "training",
+    "restart_format", "restart_check", "dynamics", "ranks",
 )
 
 

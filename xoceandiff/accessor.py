@@ -7,12 +7,19 @@ object (the xgcm grid, ...) is built from the dataset each time it is asked for.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 import xgcm
 
 from . import grid as _grid
 from . import nemo as _nemo
+
+if TYPE_CHECKING:  # torch is imported on first use, not with the package
+    import torch
+
+    from .model import Denoiser
 
 __all__ = ["OceanDiffAccessor"]
 
@@ -73,25 +80,89 @@ class OceanDiffAccessor:
 
     # -- model ----------------------------------------------------------------------------------------
 
-    def train(self, model="small", **kwargs):
-        """Train a denoiser on this dataset (see :func:`xoceandiff.training.train`).
+    def train(
+        self,
+        model: Denoiser | str | os.PathLike | None = "small",
+        *,
+        steps: int = 1000,
+        batch_size: int = 8,
+        lr: float = 1e-4,
+        seed: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        device: str | torch.device | None = None,
+        levels: str | Sequence[int] = "every-other",
+        scheme: str = "3-std",
+        warmup_steps: int | None = None,
+        ema_decay: float | None = None,
+        mixed_precision: bool | None = None,
+        drop_nan_snapshots: bool = False,
+        buffer_chunks: int = 4,
+        background: bool = False,
+        prediction_type: str = "epsilon",
+        record: Mapping[str, Any] | None = None,
+        stop_after: int | None = None,
+        progress: bool = True,
+    ) -> Denoiser:
+        """Train a denoiser on this dataset's snapshots and return it (see :func:`xoceandiff.training.train`).
 
-        When a ``checkpoint_dir`` is given, the written checkpoint is recorded in ``ds.attrs`` so that
-        :meth:`sample` finds it without ``model=``.
+        The returned model carries its card (layout, normaliser, grid); pass it (or its checkpoint folder,
+        ``checkpoint_dir/model``) to :meth:`sample`. The dataset is not modified.
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> ds = xoceandiff.datasets.dino(n=4, resolution=4.0)
+        >>> model = ds.oceandiff.train("tiny", steps=2, batch_size=2, progress=False)
+        >>> model.card.training["steps_done"], "xoceandiff_checkpoint" in ds.attrs
+        (2, False)
         """
-        from .sampling import CHECKPOINT_ATTR
         from .training import train
 
-        trained = train(self._ds, model, **kwargs)
-        if trained.checkpoint_path is not None:
-            self._ds.attrs[CHECKPOINT_ATTR] = str(trained.checkpoint_path)
-        return trained
+        return train(self._ds, model, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, device=device, levels=levels,
+                     scheme=scheme, warmup_steps=warmup_steps, ema_decay=ema_decay, mixed_precision=mixed_precision,
+                     drop_nan_snapshots=drop_nan_snapshots, buffer_chunks=buffer_chunks, background=background,
+                     prediction_type=prediction_type, record=record, stop_after=stop_after, progress=progress)
 
-    def sample(self, n: int, constraints=(), **kwargs) -> xr.Dataset:
-        """Generate ``n`` ocean states on this dataset's grid (see :func:`xoceandiff.sampling.sample`)."""
+    def sample(
+        self,
+        n: int,
+        constraints: Any = (),
+        *,
+        model: Denoiser | str | os.PathLike | None = None,
+        sampler: str = "ddim",
+        steps: int | None = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        chunks: int | None = None,
+        progress: bool = True,
+    ) -> xr.Dataset:
+        """Generate ``n`` ocean states on this dataset's grid: in memory, or lazily with ``chunks``.
+
+        Eager: :func:`xoceandiff.sampling.sample`; with ``chunks=k``, a dask-backed Dataset with one task per
+        ``k`` samples (:func:`xoceandiff.parallel.sample_lazy`; the model must then be a saved checkpoint).
+        The default sampler is DDIM with 50 steps; ``sampler="ddpm"`` (1000 steps) is the paper's setting.
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+        >>> states = ds.oceandiff.sample(2, ["zero_mean", "border_zero_gradient"], steps=2, progress=False)
+        >>> states.sizes["sample"], states.attrs["constraints"]
+        (2, 'zero_mean, border_zero_gradient')
+        """
+        if chunks is not None:
+            from .parallel import sample_lazy
+
+            return sample_lazy(self._ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps,
+                               seed=seed, batch_size=batch_size, device=device, dtype=dtype)
         from .sampling import sample
 
-        return sample(self._ds, n, constraints, **kwargs)
+        return sample(self._ds, n, constraints, model=model, sampler=sampler, steps=steps, seed=seed,
+                      batch_size=batch_size, device=device, dtype=dtype, progress=progress)
 
     # -- diagnostics --------------------------------------------------------------------------------
 
@@ -121,14 +192,44 @@ class OceanDiffAccessor:
 
         return to_netcdf(self._ds, path, compute=compute, overwrite=overwrite, encoding=encoding)
 
-    def to_restart(self, target: str | os.PathLike, **kwargs):
-        """One NEMO restart per sample (see :func:`xoceandiff.restart.to_restart`)."""
+    def to_restart(
+        self,
+        target: str | os.PathLike,
+        *,
+        mesh_mask: str | os.PathLike | xr.Dataset | None = None,
+        template: str | os.PathLike | None = None,
+        nemo_version: str = "4.2",
+        kt: int = 0,
+        ndastp: int | None = None,
+        rdt: float = 3600.0,
+        adatrj: float | None = None,
+        ntime: int = 0,
+        velocities: str | None = None,
+        eos: str = "teos10-poly",
+        prefix: str = "restart",
+        ranks: tuple[int, int] | None = None,
+        overwrite: bool = False,
+    ) -> list:
+        """One NEMO restart per sample and the namelist settings (see :func:`xoceandiff.restart.to_restart`).
+
+        Examples
+        --------
+        >>> import tempfile, xoceandiff
+        >>> states = xoceandiff.datasets.dino(n=2, resolution=4.0).rename(t="sample")
+        >>> paths = states.oceandiff.to_restart(tempfile.mkdtemp())
+        >>> [p.name for p in paths][:2]
+        ['restart_s000_xoceandiff.nc', 'restart_s001_xoceandiff.nc']
+        """
         from .restart import to_restart
 
-        return to_restart(self._ds, target, **kwargs)
+        return to_restart(self._ds, target, mesh_mask=mesh_mask, template=template, nemo_version=nemo_version,
+                          kt=kt, ndastp=ndastp, rdt=rdt, adatrj=adatrj, ntime=ntime, velocities=velocities, eos=eos,
+                          prefix=prefix, ranks=ranks, overwrite=overwrite)
 
-    def to_initial_state(self, target: str | os.PathLike, **kwargs):
-        """NEMO initial-state files for ``ln_tsd_init`` (see :func:`xoceandiff.restart.to_initial_state`)."""
+    def to_initial_state(
+        self, target: str | os.PathLike, *, index: int = 0, prefix: str = "initial", overwrite: bool = False
+    ) -> list:
+        """NEMO initial-state files of sample ``index`` (see :func:`xoceandiff.restart.to_initial_state`)."""
         from .restart import to_initial_state
 
-        return to_initial_state(self._ds, target, **kwargs)
+        return to_initial_state(self._ds, target, index=index, prefix=prefix, overwrite=overwrite)

@@ -7,14 +7,17 @@ nothing here knows about files, grids or torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
     "FieldSpec",
     "FIELDS",
     "FIELD_NAMES",
+    "CF_CRITERIA",
     "GRID_ATTRS",
     "DIMS",
+    "GRID_DIMS",
     "SAMPLE_DIM",
     "TIME_DIM",
     "PAPER_REFERENCE",
@@ -40,6 +43,27 @@ class FieldSpec:
             "units": self.units,
             "long_name": self.long_name,
         }
+
+    @property
+    def cf_criteria(self) -> dict[str, str]:
+        """cf-xarray custom criteria that match this field: any accepted standard name, or any alias.
+
+        Each value is one anchored regular expression (cf-xarray matches with ``re.match``, which only
+        anchors the start), so ``toce`` does not match ``toce_bounds``.
+
+        Examples
+        --------
+        >>> FIELDS["ssh"].cf_criteria["name"]
+        '^(?:ssh|ssh_inst|sossheig|zos|sshn)$'
+        """
+        return {
+            "standard_name": _any_of(self.standard_names),
+            "name": _any_of(self.aliases),
+        }
+
+
+def _any_of(words: tuple[str, ...]) -> str:
+    return "^(?:" + "|".join(map(re.escape, words)) + ")$"
 
 
 # Standard names are tried in order, then the NEMO / CMIP aliases in order. The first standard name
@@ -81,6 +105,11 @@ FIELDS: dict[str, FieldSpec] = {
 }
 FIELD_NAMES: tuple[str, ...] = tuple(FIELDS)
 
+# The same table as cf-xarray custom criteria: with
+# ``cf_xarray.set_options(custom_criteria=CF_CRITERIA)``, ``ds.cf[["toce"]]`` finds the temperature of
+# raw NEMO / CMIP output whatever its name. :func:`xoceandiff.nemo.find_field` ranks those candidates.
+CF_CRITERIA: dict[str, dict[str, str]] = {name: spec.cf_criteria for name, spec in FIELDS.items()}
+
 # Dimension names of the canonical dataset: xnemogcm's (xgcm-ready) names for T points.
 TIME_DIM = "t"
 SAMPLE_DIM = "sample"
@@ -119,6 +148,9 @@ GRID_ATTRS: dict[str, dict[str, str]] = {
     "z_f": {"axis": "Z", "positive": "down", "c_grid_axis_shift": -0.5, "long_name": "Model level of W points", "units": "1"},
     "t": {"standard_name": "time", "axis": "T", "long_name": "Time"},
 }
+
+# The axes of the C grid, T points and faces (x_c, x_f, ...): a coordinate on these alone is a grid variable.
+GRID_DIMS: frozenset[str] = frozenset(n for n, attrs in GRID_ATTRS.items() if attrs.get("axis") in ("X", "Y", "Z"))
 
 PAPER_REFERENCE = (
     "Meunier, Kamm, Gachon, Lguensat and Deshayes (2025): Learning to generate physical ocean "

@@ -14,6 +14,7 @@ from random streams seeded by ``(seed, snapshot index)``, so values do not depen
 from __future__ import annotations
 
 import csv
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -23,12 +24,13 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from .canonical import HORIZONTAL_DIMS, SPATIAL_DIMS, X, Y, Z, ocean_mask
 from .conventions import TIME_DIM
 from .eos import sigma0_teos10
-from .errors import InvalidDataError
+from .errors import GridMismatchError, InvalidDataError
 from .nemo import canonicalise
 
-__all__ = ["dino", "dino_grid", "reference_levels"]
+__all__ = ["dino", "dino_grid", "dino_resolution_of", "reference_levels"]
 
 EARTH_RADIUS = 6371229.0  # m, NEMO's ra
 N_LEVELS = 36  # level 35 is land everywhere
@@ -92,8 +94,7 @@ def dino_grid(resolution: float = 1.0) -> xr.Dataset:
         raise InvalidDataError(
             f"resolution: expected a grid spacing between 0.1 and 5 degrees, found {resolution!r}."
         )
-    nx = int(round(60 / resolution)) + 2
-    half = int(round(99 / resolution))
+    nx, half = _dino_columns_and_half_rows(resolution)
     dlam = np.deg2rad(resolution)
     i = np.arange(nx)
     j = np.arange(-half, half + 1)
@@ -131,16 +132,18 @@ def dino_grid(resolution: float = 1.0) -> xr.Dataset:
     e3w_1d = np.concatenate([[levels["gdept_1d"][0]], np.diff(levels["gdept_1d"])])
     e3w = e3w_1d[:, None, None] * e3t / levels["e3t_1d"][:, None, None]
 
-    tt = ("y_c", "x_c")
-    ut = ("y_c", "x_f")
-    vt = ("y_f", "x_c")
+    # T, U, V, F points: xnemogcm's faces (x_f, y_f) beside the canonical T dims
+    tt = HORIZONTAL_DIMS
+    ut = (Y, "x_f")
+    vt = ("y_f", X)
     ft = ("y_f", "x_f")
+    zt = (Z,)
     full = lambda a: np.broadcast_to(a, (ny, nx)).copy()  # noqa: E731
     grid = xr.Dataset(
         {
-            "tmask": (("z_c",) + tt, tmask.astype(np.int8)),
-            "umask": (("z_c",) + ut, umask.astype(np.int8)),
-            "vmask": (("z_c",) + vt, vmask.astype(np.int8)),
+            "tmask": (zt + tt, tmask.astype(np.int8)),
+            "umask": (zt + ut, umask.astype(np.int8)),
+            "vmask": (zt + vt, vmask.astype(np.int8)),
             "e1t": (tt, full(e_t[:, None])),
             "e2t": (tt, full(e_t[:, None])),
             "e1u": (ut, full(e_t[:, None])),
@@ -149,21 +152,21 @@ def dino_grid(resolution: float = 1.0) -> xr.Dataset:
             "e2v": (vt, full(e_v[:, None])),
             "e1f": (ft, full(e_v[:, None])),
             "e2f": (ft, full(e_v[:, None])),
-            "e3t_0": (("z_c",) + tt, e3t),
-            "e3u_0": (("z_c",) + ut, e3u),
-            "e3v_0": (("z_c",) + vt, e3v),
+            "e3t_0": (zt + tt, e3t),
+            "e3u_0": (zt + ut, e3u),
+            "e3v_0": (zt + vt, e3v),
             "e3w_0": (("z_f",) + tt, e3w),
-            "e3t_1d": (("z_c",), levels["e3t_1d"]),
+            "e3t_1d": (zt, levels["e3t_1d"]),
             "e3w_1d": (("z_f",), e3w_1d),
             "gdepw_1d": (("z_f",), gdepw_1d),
             "bathy_metry": (tt, depth * ocean2d),
         },
         coords={
-            "x_c": ("x_c", i, {"axis": "X"}),
+            X: (X, i, {"axis": "X"}),
             "x_f": ("x_f", i + 0.5, {"axis": "X", "c_grid_axis_shift": 0.5}),
-            "y_c": ("y_c", np.arange(ny), {"axis": "Y"}),
+            Y: (Y, np.arange(ny), {"axis": "Y"}),
             "y_f": ("y_f", np.arange(ny) + 0.5, {"axis": "Y", "c_grid_axis_shift": 0.5}),
-            "z_c": ("z_c", np.arange(N_LEVELS), {"axis": "Z"}),
+            Z: (Z, np.arange(N_LEVELS), {"axis": "Z"}),
             "z_f": ("z_f", np.arange(N_LEVELS) - 0.5, {"axis": "Z", "c_grid_axis_shift": -0.5}),
             "glamt": (tt, full(lon_t[None, :])),
             "gphit": (tt, full(lat_t[:, None])),
@@ -173,12 +176,53 @@ def dino_grid(resolution: float = 1.0) -> xr.Dataset:
             "gphiv": (vt, full(lat_v[:, None])),
             "glamf": (ft, full(lon_u[None, :])),
             "gphif": (ft, full(lat_v[:, None])),
-            "gdept_1d": (("z_c",), levels["gdept_1d"]),
+            "gdept_1d": (zt, levels["gdept_1d"]),
         },
         attrs={"Iperio": 1, "Jperio": 0, "name": "DINO", "resolution_degrees": resolution},
     )
     return grid
 
+
+def _dino_columns_and_half_rows(resolution: float) -> tuple[int, int]:
+    """``nx`` (60 degrees of basin and the 2 periodic halo columns) and the rows on each side of the equator."""
+    return int(round(60 / resolution)) + 2, int(round(99 / resolution))
+
+
+DINO_RESOLUTIONS: tuple[float, ...] = (5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.25)
+"""The resolutions (degrees) that :func:`dino_resolution_of` recognises from a grid's shape."""
+
+
+def dino_resolution_of(sizes: Mapping[Hashable, int]) -> float:
+    """The resolution of the DINO-like grid with these horizontal sizes: :func:`dino_grid`'s shape, inverted.
+
+    For data that record no provenance (sample files): which embedded dataset shares their grid.
+
+    Parameters
+    ----------
+    sizes : mapping
+        Dimension sizes with ``y_c`` and ``x_c`` (``ds.sizes`` of a canonical dataset or a sample file).
+
+    Raises
+    ------
+    GridMismatchError
+        No resolution of :data:`DINO_RESOLUTIONS` gives this shape; the message says to pass the
+        reference data instead.
+
+    Examples
+    --------
+    >>> dino_resolution_of(dino_grid(4.0).sizes)
+    4.0
+    """
+    shape = (sizes.get(Y), sizes.get(X))
+    for resolution in DINO_RESOLUTIONS:
+        nx, half = _dino_columns_and_half_rows(resolution)
+        if (2 * half + 1, nx) == shape:
+            return resolution
+    raise GridMismatchError(
+        f"grid: expected the shape (y_c, x_c) of a DINO-like grid at one of {DINO_RESOLUTIONS} degrees, "
+        f"found {shape}; the data are on another grid: pass the reference data with their mesh mask "
+        "(xoceandiff.open_nemo(files, mesh_mask=...); on the command line --reference FILES --mesh-mask FILE)."
+    )
 
 @dataclass(frozen=True)
 class _Climatology:
@@ -192,7 +236,7 @@ class _Climatology:
         levels = reference_levels()
         lat = g.gphit.values
         lon = g.glamt.values
-        ocean = g.tmask.values[0].astype(bool)
+        ocean = ocean_mask(g, "ssh").values
         z = levels["gdept_1d"][:35, None, None]
         basin_x = np.clip((lon - lon[ocean].min()) / (lon[ocean].max() - lon[ocean].min()), 0.0, 1.0)
 
@@ -349,7 +393,7 @@ def dino(
         raise InvalidDataError(f"chunks: expected a positive number of snapshots per chunk, found {chunks!r}.")
     grid = dino_grid(resolution)
     climatology = _Climatology(grid)
-    ny, nx = grid.sizes["y_c"], grid.sizes["x_c"]
+    ny, nx = (grid.sizes[d] for d in HORIZONTAL_DIMS)
 
     blocks = []
     for start in range(0, n, chunks):
@@ -364,11 +408,11 @@ def dino(
 
     time = np.datetime64("2000-01-01") + (np.arange(n) * SNAPSHOT_DAYS + SNAPSHOT_DAYS // 2).astype("timedelta64[D]")
     time = time.astype("datetime64[ns]")
-    dims3 = (TIME_DIM, "z_c", "y_c", "x_c")
+    dims3 = (TIME_DIM, *SPATIAL_DIMS)
     merged = grid.assign(
         toce_inst=(dims3, toce, {"standard_name": "sea_water_conservative_temperature", "units": "degC"}),
         soce_inst=(dims3, soce, {"standard_name": "sea_water_absolute_salinity", "units": "1e-3"}),
-        ssh_inst=((TIME_DIM, "y_c", "x_c"), ssh, {"standard_name": "sea_surface_height_above_geoid", "units": "m"}),
+        ssh_inst=((TIME_DIM, *HORIZONTAL_DIMS), ssh, {"standard_name": "sea_surface_height_above_geoid", "units": "m"}),
     ).assign_coords({TIME_DIM: (TIME_DIM, time, {"standard_name": "time", "axis": "T"})})
     ds = canonicalise(merged)
     ds.attrs.update(

@@ -15,6 +15,7 @@ __all__ = [
     "ConstraintError",
     "OutputExistsError",
     "InvalidDataError",
+    "MissingDependencyError",
 ]
 
 
@@ -47,3 +48,7 @@ class ConstraintError(XOceanDiffError, ValueError):
 
 class OutputExistsError(XOceanDiffError, FileExistsError):
     """The output path exists and ``overwrite=True`` was not given."""
+
+
+class MissingDependencyError(XOceanDiffError, ImportError):
+    """An optional dependency the operation needs is not installed; the message names the extra."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import xarray as xr
 import xgcm
 
+from .canonical import X, Y, Z
 from .errors import MissingVariableError
 
 __all__ = ["build_grid", "grid_padding", "METRICS"]
@@ -21,10 +22,11 @@ METRICS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("Z",): ("e3t", "e3u", "e3v", "e3w"),
 }
 
+# xnemogcm's positions: U/V faces right of the T points (i+1/2), W levels above them (k-1/2).
 _AXES = {
-    "X": {"center": "x_c", "right": "x_f"},
-    "Y": {"center": "y_c", "right": "y_f"},
-    "Z": {"center": "z_c", "left": "z_f"},
+    "X": {"center": X, "right": "x_f"},
+    "Y": {"center": Y, "right": "y_f"},
+    "Z": {"center": Z, "left": "z_f"},
 }
 
 
@@ -53,13 +55,23 @@ def build_grid(ds: xr.Dataset) -> xgcm.Grid:
 
     Examples
     --------
-    >>> import xoceandiff
+    DINO is periodic in X (``Iperio = 1``) and closed in Y: a difference from T to U points wraps
+    around, one from T to V points sees 0 beyond the northern edge (numpy gives the expected values).
+
+    >>> import numpy as np, xoceandiff
     >>> ds = xoceandiff.datasets.dino(n=1, resolution=4.0)
     >>> grid = build_grid(ds)
     >>> sorted(grid.axes)
     ['X', 'Y', 'Z']
-    >>> grid.axes["X"].padding if hasattr(grid.axes["X"], "padding") else grid_padding(ds)["X"]
-    'periodic'
+    >>> f = ds.toce.isel(t=0, z_c=0).fillna(0.0)  # surface temperature, 0 on land as NEMO has it
+    >>> dx, dy = grid.diff(f, "X"), grid.diff(f, "Y")
+    >>> dx.dims, dy.dims
+    (('y_c', 'x_f'), ('y_f', 'x_c'))
+    >>> bool(np.allclose(dx, np.roll(f.values, -1, axis=1) - f.values))
+    True
+    >>> north = np.concatenate([f.values[1:], np.zeros_like(f.values[:1])])
+    >>> bool(np.allclose(dy, north - f.values))
+    True
     """
     coords = {}
     for axis, positions in _AXES.items():

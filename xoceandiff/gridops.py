@@ -31,7 +31,8 @@ import torch
 import xarray as xr
 import xgcm
 
-from .errors import GridMismatchError, MissingVariableError
+from .canonical import HORIZONTAL_DIMS, SPATIAL_DIMS, cell_area, cell_volume, ocean_mask
+from .errors import GridMismatchError
 from .grid import build_grid
 from .layout import Layout
 
@@ -261,7 +262,7 @@ class GridOps:
         ----------
         ds : xarray.Dataset
             A canonical dataset, or just its grid: needs ``tmask``, ``e1t``, ``e2t`` and, for a
-            layout with 3-D fields, ``e3t`` (or ``e3t_1d``).
+            layout with 3-D fields, ``e3t`` (or ``e3t_0``, or the 1-D ``e3t_1d``).
         layout : Layout
             The layout of the tensors the operators will act on.
         grid : xgcm.Grid, optional
@@ -283,17 +284,14 @@ class GridOps:
         xoceandiff.errors.GridMismatchError
             ``ds`` is not on the layout's grid.
         """
-        for name in ("tmask", "e1t", "e2t"):
-            if name not in ds.variables:
-                raise MissingVariableError(
-                    f"GridOps needs {name!r}, which the dataset lacks. Open the data with "
-                    "xoceandiff.open_nemo (with its mesh_mask) to get the grid variables."
-                )
-        found = tuple(ds.sizes.get(d) for d in ("y_c", "x_c"))
+        # first, so that a missing grid variable is reported before any size mismatch
+        tmask = np.asarray(ocean_mask(ds).transpose(*SPATIAL_DIMS).values)
+        area2d = np.asarray(cell_area(ds).transpose(*HORIZONTAL_DIMS).values)
+        found = tuple(ds.sizes.get(d) for d in HORIZONTAL_DIMS)
         if found != (layout.ny, layout.nx):
             raise GridMismatchError(
-                f"GridOps: the layout is for a grid of (y_c, x_c) = {(layout.ny, layout.nx)} but the "
-                f"dataset has {found}. Build the layout from data on this grid."
+                f"GridOps: the layout is for a grid of ({', '.join(HORIZONTAL_DIMS)}) = "
+                f"{(layout.ny, layout.nx)} but the dataset has {found}. Build the layout from data on this grid."
             )
         grid = build_grid(ds) if grid is None else grid
         device = torch.device(device) if device is not None else None
@@ -302,12 +300,10 @@ class GridOps:
         ny, nx = layout.ny, layout.nx
         inner = (slice(south, south + ny), slice(west, west + nx))
 
-        tmask = np.asarray(ds["tmask"].transpose("z_c", "y_c", "x_c").values).astype(bool)
         if tmask.shape[0] != layout.n_levels and layout.levels:
             raise GridMismatchError(
                 f"GridOps: the layout has {layout.n_levels} levels but tmask has {tmask.shape[0]}."
             )
-        area2d = np.asarray((ds["e1t"] * ds["e2t"]).transpose("y_c", "x_c").values, dtype=np.float64)
         levels = list(layout.levels)
         channel_levels: list[int] = []
         for name in layout.fields:
@@ -326,17 +322,10 @@ class GridOps:
 
         level_mask = tmask[levels] if levels else np.zeros((0, ny, nx), dtype=bool)
         if levels:
-            if "e3t" in ds.variables:
-                e3t = ds["e3t"]
-            elif "e3t_1d" in ds.variables:
-                e3t = ds["e3t_1d"] * xr.ones_like(ds["e1t"])
-            else:
-                raise MissingVariableError(
-                    "GridOps needs the level thicknesses 'e3t' (or 'e3t_1d') for the cell volumes; "
-                    "the dataset has neither. Open the data with its mesh_mask."
-                )
-            e3t = np.asarray(e3t.transpose("z_c", "y_c", "x_c").values, dtype=np.float64)[levels]
-            volume = np.where(level_mask, area2d * e3t, 0.0)
+            if not {"e3t", "e3t_0"} & set(ds.variables) and "e3t_1d" in ds.variables:
+                # a z-coordinate grid without partial steps may carry only the 1-D thicknesses
+                ds = ds.assign_coords(e3t=ds["e3t_1d"] * xr.ones_like(ds["e1t"]))
+            volume = np.asarray(cell_volume(ds).transpose(*SPATIAL_DIMS).values)[levels]
         else:
             volume = np.zeros((0, ny, nx))
         total_volume = float(volume.sum())

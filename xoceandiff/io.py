@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,8 @@ from .atomic import (
     replace_path,
     temp_path,
 )
-from .conventions import FIELDS, GRID_ATTRS, PAPER_REFERENCE, SAMPLE_DIM, TIME_DIM
+from .canonical import HORIZONTAL_DIMS, SPATIAL_DIMS, Z, cell_area, fields_of, stamp_history
+from .conventions import FIELDS, GRID_ATTRS, GRID_DIMS, PAPER_REFERENCE, SAMPLE_DIM, TIME_DIM
 
 __all__ = [
     "atomic_path",
@@ -77,12 +77,6 @@ def write_netcdf_atomic(
 # --- CF datasets ---------------------------------------------------------------------------------------
 
 
-def _history_line(attrs: Mapping[str, Any], line: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    previous = attrs.get("history")
-    return f"{stamp} {line}" + (f"\n{previous}" if previous else "")
-
-
 def _netcdf_attr(value: Any) -> Any:
     """A global attribute value NetCDF can store (None dropped, bools as ints, the rest as text)."""
     if value is None:
@@ -118,7 +112,7 @@ def _global_attrs(ds: xr.Dataset, line: str) -> dict[str, Any]:
     attrs["references"] = old_refs if PAPER_REFERENCE in old_refs else (
         PAPER_REFERENCE + (f"\n{old_refs}" if old_refs else "")
     )
-    attrs["history"] = _history_line(ds.attrs, line)
+    attrs["history"] = stamp_history(ds.attrs, line)["history"]
     return attrs
 
 
@@ -162,24 +156,26 @@ def cf_dataset(ds: xr.Dataset) -> xr.Dataset:
     # Cell measures, while the scale factors are still here.
     # (bare Variables: no index coordinate travels with them)
     measures: dict[str, xr.Variable] = {}
-    if {"e1t", "e2t"} <= set(out.variables) and {"y_c", "x_c"} <= set(out["e1t"].dims):
-        area = out["e1t"].variable * out["e2t"].variable
+    if {"e1t", "e2t"} <= set(out.variables) and set(HORIZONTAL_DIMS) <= set(out["e1t"].dims):
+        area = cell_area(out).variable
         area.attrs = {"standard_name": "cell_area", "units": "m2", "long_name": "Horizontal area of T cells"}
         measures["cell_area"] = area
-        if "e3t" in out.variables and "z_c" in out["e3t"].dims:
-            volume = (area * out["e3t"].variable).transpose("z_c", "y_c", "x_c")
+        if "e3t" in out.variables and Z in out["e3t"].dims:
+            # every T cell, land included (not canonical.cell_volume, which is zero on land): a
+            # CF cell measure describes the grid, and the fields' _FillValue already marks land
+            volume = (area * out["e3t"].variable).transpose(*SPATIAL_DIMS)
             volume.attrs = {"standard_name": "ocean_volume", "units": "m3", "long_name": "Volume of T cells"}
             measures["cell_volume"] = volume
 
     keep = set(_KEPT_COORDS) | {TIME_DIM, SAMPLE_DIM}
     drop = [name for name in out.coords if name not in keep]
-    depth = out["gdept_1d"].values if "gdept_1d" in out.variables and "z_c" in out.dims else None
+    depth = out["gdept_1d"].values if "gdept_1d" in out.variables and Z in out.dims else None
     out = out.drop_vars([n for n in drop if n in out.variables])
     for name, var in measures.items():
         out[name] = var
     if depth is not None:
         attrs = dict(GRID_ATTRS["gdept_1d"], axis="Z")
-        out = out.rename({"z_c": VERTICAL_NAME}).assign_coords({VERTICAL_NAME: (VERTICAL_NAME, depth, attrs)})
+        out = out.rename({Z: VERTICAL_NAME}).assign_coords({VERTICAL_NAME: (VERTICAL_NAME, depth, attrs)})
     if SAMPLE_DIM in out.dims:
         if SAMPLE_DIM not in out.coords:
             out = out.assign_coords({SAMPLE_DIM: np.arange(out.sizes[SAMPLE_DIM])})
@@ -207,7 +203,7 @@ def cf_dataset(ds: xr.Dataset) -> xr.Dataset:
             attrs["units_metadata"] = "temperature: on_scale"
         for key in ("coordinates", "_FillValue", "missing_value", "cell_measures"):
             attrs.pop(key, None)
-        if {"y_c", "x_c"} <= set(var.dims):
+        if set(HORIZONTAL_DIMS) <= set(var.dims):
             if VERTICAL_NAME in var.dims and "cell_volume" in out:
                 attrs["cell_measures"] = "volume: cell_volume"
             elif VERTICAL_NAME not in var.dims and "cell_area" in out:
@@ -354,17 +350,17 @@ def open_samples(path: str | os.PathLike, grid: xr.Dataset, *, chunks: Mapping[s
 
     raw = xr.open_dataset(path, chunks=dict(chunks) if chunks is not None else {}, decode_timedelta=False)
     if VERTICAL_NAME in raw.dims:
-        raw = raw.rename({VERTICAL_NAME: "z_c"})
-    file_shape = tuple(raw.sizes.get(d) for d in ("z_c", "y_c", "x_c"))
-    grid_shape = tuple(grid.sizes.get(d) for d in ("z_c", "y_c", "x_c"))
+        raw = raw.rename({VERTICAL_NAME: Z})
+    file_shape = tuple(raw.sizes.get(d) for d in SPATIAL_DIMS)
+    grid_shape = tuple(grid.sizes.get(d) for d in SPATIAL_DIMS)
     if file_shape != grid_shape:
         raise GridMismatchError(
             f"{str(path)!r} holds fields of shape (z, y, x) = {file_shape} but the grid given has {grid_shape}. "
             "Pass the mesh_mask (or data) of the configuration the samples were made for."
         )
-    fields = [name for name in FIELDS if name in raw.data_vars]
-    out = raw[fields].drop_vars([c for c in ("z_c", "glamt", "gphit") if c in raw.coords])
-    coords = {name: grid[name].variable for name in grid.coords if set(grid[name].dims) <= {"x_c", "x_f", "y_c", "y_f", "z_c", "z_f"}}
+    fields = list(fields_of(raw))
+    out = raw[fields].drop_vars([c for c in (Z, "glamt", "gphit") if c in raw.coords])
+    coords = {name: grid[name].variable for name in grid.coords if set(grid[name].dims) <= GRID_DIMS}
     out = out.assign_coords(coords)
     for name in fields:
         out[name].attrs = {k: v for k, v in raw[name].attrs.items() if k not in ("cell_measures", "units_metadata")}

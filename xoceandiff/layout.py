@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import dask
@@ -22,7 +21,18 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .conventions import FIELD_NAMES, FIELDS, SAMPLE_DIM
+from .canonical import (
+    HORIZONTAL_DIMS,
+    SPATIAL_DIMS,
+    X,
+    Y,
+    Z,
+    field_dims,
+    fields_of,
+    ocean_mask,
+    stamp_history,
+)
+from .conventions import FIELD_NAMES, FIELDS, GRID_DIMS, SAMPLE_DIM
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 from .normalisation import Normaliser, denormalise, record_dims
 
@@ -34,8 +44,6 @@ __all__ = [
     "grid_fingerprint",
     "check_fingerprint",
 ]
-
-GRID_DIMS: frozenset[str] = frozenset({"z_c", "y_c", "x_c", "z_f", "y_f", "x_f"})
 
 
 def _split(extra: int) -> tuple[int, int]:
@@ -229,7 +237,7 @@ class Layout:
                     "xoceandiff.open_nemo (with its mesh_mask) to get the grid variables."
                 )
         if fields is None:
-            names = tuple(n for n in FIELD_NAMES if n in ds.data_vars)
+            names = fields_of(ds)
             if not names:
                 raise MissingVariableError(
                     f"The dataset holds none of {list(FIELD_NAMES)}; pass fields= to build a layout from a grid."
@@ -242,9 +250,9 @@ class Layout:
             names = tuple(n for n in FIELD_NAMES if n in fields)
         if int(multiple) != multiple or multiple < 1:
             raise InvalidDataError(f"multiple: expected a positive integer, found {multiple!r}.")
-        tmask = ds["tmask"].transpose("z_c", "y_c", "x_c")
+        tmask = ocean_mask(ds).transpose(*SPATIAL_DIMS)
         nz, ny, nx = tmask.shape
-        wet = np.flatnonzero(np.asarray(tmask.any(("y_c", "x_c")).values))
+        wet = np.flatnonzero(np.asarray(tmask.any(HORIZONTAL_DIMS).values))
         if isinstance(levels, str):
             if levels == "every-other":
                 kept = tuple(int(k) for k in wet[::2])
@@ -274,21 +282,17 @@ class Layout:
 
 
 def _tmask(ds: xr.Dataset) -> np.ndarray:
-    if "tmask" not in ds.variables:
-        raise MissingVariableError(
-            "The dataset has no 'tmask': cannot tell land from ocean. Open the data with xoceandiff.open_nemo "
-            "and its mesh_mask, or take the grid of a canonical dataset."
-        )
-    return np.asarray(ds["tmask"].transpose("z_c", "y_c", "x_c").values).astype(bool)
+    """The 3-D ocean mask as a bool array on ``SPATIAL_DIMS`` (computed)."""
+    return np.asarray(ocean_mask(ds).transpose(*SPATIAL_DIMS).values)
 
 
 def _check_grid(ds: xr.Dataset, layout: Layout, what: str) -> None:
-    found = tuple(ds.sizes.get(d) for d in ("z_c", "y_c", "x_c"))
+    found = tuple(ds.sizes.get(d) for d in SPATIAL_DIMS)
     expected = (layout.n_levels, layout.ny, layout.nx)
     needs_z = any(layout.three_dimensional(f) for f in layout.fields)
     if found[1:] != expected[1:] or (needs_z and found[0] != expected[0]):
         raise GridMismatchError(
-            f"{what}: the layout is for a grid of (z_c, y_c, x_c) = {expected} but the dataset has {found}. "
+            f"{what}: the layout is for a grid of ({', '.join(SPATIAL_DIMS)}) = {expected} but the dataset has {found}. "
             "Build the layout from data on this grid (Layout.from_dataset) or use the model's grid."
         )
 
@@ -332,12 +336,12 @@ def check_fingerprint(expected: Mapping[str, Any], ds: xr.Dataset) -> None:
     shape = [int(n) for n in expected.get("shape", [])]
     if shape != found["shape"]:
         raise GridMismatchError(
-            f"Grid mismatch: expected (z_c, y_c, x_c) = {tuple(shape)} but the dataset has {tuple(found['shape'])}. "
+            f"Grid mismatch: expected ({', '.join(SPATIAL_DIMS)}) = {tuple(shape)} but the dataset has {tuple(found['shape'])}. "
             "Use data on the grid the model was trained on, or train a model on this grid."
         )
     if expected.get("mask_sha256") != found["mask_sha256"]:
         raise GridMismatchError(
-            f"Grid mismatch: same shape (z_c, y_c, x_c) = {tuple(shape)} (expected and found) but the land-sea "
+            f"Grid mismatch: same shape ({', '.join(SPATIAL_DIMS)}) = {tuple(shape)} (expected and found) but the land-sea "
             f"masks (tmask) differ: sha256 expected {expected.get('mask_sha256')}, found {found['mask_sha256']}. "
             "Use the mesh_mask of the configuration the model was trained on."
         )
@@ -392,22 +396,21 @@ def to_numpy(ds: xr.Dataset, layout: Layout, *, dim: str | None = None) -> np.nd
             f"(ds.stack(sample={records})) or pass dim=."
         )
     rec = records[0] if records else None
-    if "tmask" not in ds.variables:
-        _tmask(ds)  # raises the missing-mask error
+    tmask = ocean_mask(ds).transpose(*SPATIAL_DIMS)  # raises the missing-mask error first
     levels = list(layout.levels)
     sub = ds[list(layout.fields)].reset_coords(drop=True)
-    if "z_c" in sub.dims:
-        sub = sub.isel(z_c=levels)
+    if Z in sub.dims:
+        sub = sub.isel({Z: levels})
     # one compute for the fields and the mask (which is dask-backed when the grid was chunked)
-    sub, tmask = dask.compute(sub, ds["tmask"].reset_coords(drop=True).transpose("z_c", "y_c", "x_c"))
-    mask = np.asarray(tmask.values).astype(bool)
+    sub, tmask = dask.compute(sub, tmask)
+    mask = np.asarray(tmask.values)
     n = sub.sizes[rec] if rec else 1
     H, W = layout.shape
     (south, _), (west, _) = layout.padding
     out = np.zeros((n, layout.channels, H, W), dtype=np.float32)
     for name, channels in layout.channel_slices.items():
         three_d = layout.three_dimensional(name)
-        spatial = ("z_c", "y_c", "x_c") if three_d else ("y_c", "x_c")
+        spatial = field_dims(name)
         da = sub[name]
         if rec and rec not in da.dims:
             raise InvalidDataError(f"{name} has no record dimension {rec!r} (dims {tuple(map(str, da.dims))}).")
@@ -422,7 +425,7 @@ def to_numpy(ds: xr.Dataset, layout: Layout, *, dim: str | None = None) -> np.nd
             r, k, j, i = (int(a[0]) for a in np.nonzero(bad))
             where = f"level {levels[k]}, " if three_d else ""
             raise InvalidDataError(
-                f"{name}: {int(bad.sum())} ocean cells hold NaN (first at record {r}, {where}y_c={j}, x_c={i}). "
+                f"{name}: {int(bad.sum())} ocean cells hold NaN (first at record {r}, {where}{Y}={j}, {X}={i}). "
                 "Fill or drop those records, or check that the data and the mask are of the same grid."
             )
         out[:, channels, south : south + layout.ny, west : west + layout.nx] = np.where(ocean, values, 0.0)
@@ -593,10 +596,9 @@ def from_tensor(
         if layout.three_dimensional(name):
             values = _levels_back(values, layout, mask[list(layout.levels)])
             values = np.where(mask[None], values, np.nan).astype(values.dtype)
-            dims: tuple[str, ...] = (dim, "z_c", "y_c", "x_c")
         else:
             values = np.where(mask[0][None], values[:, 0], np.nan).astype(values.dtype)
-            dims = (dim, "y_c", "x_c")
+        dims = (dim, *field_dims(name))
         attrs: dict[str, Any] = {"long_name": FIELDS[name].long_name}
         if name in template.data_vars and "normalisation" in template[name].attrs:
             attrs = dict(template[name].attrs)
@@ -607,8 +609,8 @@ def from_tensor(
     }
     coords[dim] = xr.Variable((dim,), np.arange(n), {"long_name": "Sample index"})
     attrs = {k: v for k, v in template.attrs.items() if k not in ("history", "normalisation")}
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    attrs["history"] = f"{stamp} xoceandiff.from_tensor: {n} records, {layout.channels} channels"
+    # the template's history is its own story, not the samples': they start a new one
+    attrs = stamp_history(attrs, f"xoceandiff.from_tensor: {n} records, {layout.channels} channels")
     out = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     if normaliser is not None:
         out = denormalise(out, normaliser)

@@ -1,48 +1,40 @@
-"""The denoiser: a U-Net that predicts the noise added to a normalised ocean state, and its checkpoint.
+"""The denoiser: a U-Net that predicts the noise (or the clean state, or v) of a normalised ocean state.
 
 The network follows Meunier et al. (2025, arXiv:2502.02499): a diffusers ``UNet2DModel`` whose input
 and output are the ``(batch, channels, H, W)`` tensors built by :mod:`xoceandiff.layout` (37
 channels, a 208 x 64 (H x W) padded plane for DINO 1°), trained with epsilon prediction under a DDPM
 ``squaredcos_cap_v2`` schedule of 1000 steps. :data:`PRESETS` holds the paper's configuration and
-two smaller ones for CPUs and tests; any torch module with the call signature
-``net(x, timesteps)`` can be plugged in instead.
+smaller ones for CPUs and tests; any torch module with the call signature ``net(x, timesteps)`` can be
+plugged in instead.
 
-A checkpoint is a directory::
-
-    checkpoint/
-        model.safetensors   the weights (safetensors: tensors only, nothing is ever unpickled)
-        config.json         model config, scheduler config, metadata, versions,
-                            and the sha256 and byte size of model.safetensors
-
-:meth:`Denoiser.save` writes it atomically (a temporary directory renamed into place) and
-:func:`load_model` checks the size and hash of the weights before reading them. The free
-``metadata`` dictionary is where the rest of the package stores what turns tensors back into ocean
-states (layout, normalisation statistics and scheme, variable names, grid fingerprint, training
-record); this module only guarantees that it travels with the weights, unchanged.
-
-This module knows torch, diffusers and safetensors, and nothing of xarray.
+A trained denoiser carries its :class:`~xoceandiff.card.ModelCard` (``model.card``: layout,
+normaliser, grid fingerprint, training means and record), which turns its tensors back into ocean
+states. :meth:`Denoiser.save` and :func:`load_model` go through :mod:`xoceandiff.checkpoint`, which owns
+the disk format (safetensors weights hashed in a JSON config, written atomically; nothing unpickled).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
-import json
-import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
-import safetensors
-import safetensors.torch
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from xoceandiff.errors import CheckpointError, InvalidDataError, OutputExistsError
+from .card import CARD_KEYS, ModelCard
+from .checkpoint import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    json_roundtrip,
+    read_model_files,
+    write_model_files,
+)
+from .errors import CheckpointError, InvalidDataError
 
 __all__ = [
     "PRESETS",
@@ -103,16 +95,9 @@ DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 """The DDPM schedule of the paper; keys given to ``Denoiser(scheduler_config=...)`` override these."""
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT_NAME = "xoceandiff-denoiser"
-FORMAT_VERSION = 1
-"""Bumped when config.json changes incompatibly; a reader refuses versions newer than its own."""
-
 # UNet2DModel arguments that the Denoiser sets itself: accepting them in unet_kwargs too would
 # allow a config that contradicts ``channels`` / ``sample_size``.
 _RESERVED_UNET_KWARGS = ("in_channels", "out_channels", "sample_size")
-_HASH_CHUNK = 1 << 20
 
 
 class Denoiser(torch.nn.Module):
@@ -153,6 +138,9 @@ class Denoiser(torch.nn.Module):
         Absolute path of the checkpoint this model was last saved to or loaded from.
     checkpoint_hash : str or None
         sha256 (hex) of that checkpoint's weights file.
+    card : ModelCard or None
+        What the model is for (layout, normaliser, grid, training facts): set when the model is prepared
+        for a dataset (:func:`xoceandiff.training.prepare_model`) or loaded; None for a bare network.
 
     Raises
     ------
@@ -224,7 +212,7 @@ class Denoiser(torch.nn.Module):
 
         self.net = net
         # Stored in the form JSON gives back, so that a loaded model's config compares equal.
-        self._config: dict[str, Any] = _json_roundtrip(
+        self._config: dict[str, Any] = json_roundtrip(
             {
                 "channels": channels,
                 "sample_size": list(size),
@@ -235,14 +223,15 @@ class Denoiser(torch.nn.Module):
             },
             "config",
         )
-        self._scheduler_config = _json_roundtrip(
+        self._scheduler_config = json_roundtrip(
             _resolve_scheduler_config(scheduler_config), "scheduler_config"
         )
-        self.metadata: dict[str, Any] = _json_roundtrip(
+        self.metadata: dict[str, Any] = json_roundtrip(
             dict(metadata) if metadata is not None else {}, "metadata"
         )
         self.checkpoint_path: Path | None = None
         self.checkpoint_hash: str | None = None
+        self.card: ModelCard | None = None
 
     # -- read-only views: a config edited after construction would no longer describe the net ----
     @property
@@ -409,57 +398,32 @@ class Denoiser(torch.nn.Module):
         ...     torch.equal(again(x, 500), model(x, 500)), again.metadata["variables"]
         (True, ['toce', 'soce', 'ssh'])
         """
-        path = Path(os.path.abspath(os.fspath(path)))
-        if (path.exists() or path.is_symlink()) and not overwrite:
-            raise OutputExistsError(
-                f"{path} already exists; choose another path or pass overwrite=True"
-            )
-        # Validate before touching the disk: a failure here leaves nothing behind.
-        _check_json(self.metadata, "metadata")
-        document = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "xoceandiff_version": _package_version(),
-            "software": _software_versions(),
-            "model": self._config,
-            "scheduler": self._scheduler_config,
-            "metadata": self.metadata,
-        }
-        # to(copy=True) detaches from the live parameters and from each other: safetensors
-        # refuses tensors sharing storage, and the file must hold contiguous CPU tensors.
-        tensors = {
-            name: tensor.detach().to("cpu", copy=True).contiguous()
-            for name, tensor in self.net.state_dict().items()
-        }
+        tensors = dict(self.net.state_dict())
         if self.background:
-            tensors["space.offset"] = self.space_offset.detach().to("cpu", copy=True).contiguous()
-            tensors["space.scale"] = self.space_scale.detach().to("cpu", copy=True).contiguous()
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Same parent, so the final rename stays on one file system and is atomic.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            weights = tmp / WEIGHTS_FILE
-            safetensors.torch.save_file(tensors, str(weights), metadata={"format": "pt"})
-            _fsync(weights)
-            digest = _sha256(weights)
-            document["weights"] = {
-                "file": WEIGHTS_FILE,
-                "sha256": digest,
-                "size": weights.stat().st_size,
-            }
-            config_file = tmp / CONFIG_FILE
-            with open(config_file, "w", encoding="utf-8") as stream:
-                stream.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
-                stream.flush()
-                os.fsync(stream.fileno())
-            move_into_place(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            tensors["space.offset"] = self.space_offset
+            tensors["space.scale"] = self.space_scale
+        metadata = dict(self.metadata)
+        if self.card is not None:
+            metadata.update(self.card.to_metadata())
+        path, digest = write_model_files(
+            path, tensors, model=self._config, scheduler=self._scheduler_config, metadata=metadata,
+            overwrite=overwrite,
+        )
         self.checkpoint_path = path
         self.checkpoint_hash = digest
         return path
+
+    def detached_copy(self, device: torch.device, dtype: torch.dtype) -> Denoiser:
+        """This model in eval mode on ``device`` / ``dtype``: itself if it already is, else a copy.
+
+        Sampling uses it so that the caller's model is never moved or switched to eval mode.
+        """
+        parameter = next(self.parameters())
+        if not self.training and parameter.device == device and parameter.dtype == dtype:
+            return self
+        clone = copy.deepcopy(self).to(device=device, dtype=dtype).eval()
+        clone.card = self.card
+        return clone
 
 
 def load_model(
@@ -508,26 +472,16 @@ def load_model(
     ...     model.config["sample_size"], model.checkpoint_path == saved, len(model.checkpoint_hash)
     ([16, 32], True, 64)
     """
-    path = Path(os.path.abspath(os.fspath(path)))
-    if not path.is_dir():
-        raise CheckpointError(
-            f"{path} is not a checkpoint directory (expected a folder holding {CONFIG_FILE} "
-            f"and {WEIGHTS_FILE}, as written by Denoiser.save)"
-        )
-    document = _read_config(path / CONFIG_FILE)
+    document, tensors, digest = read_model_files(path)
     model_config = document["model"]
-    weights_info = document["weights"]
-    weights = path / WEIGHTS_FILE
-
     network = model_config.get("network")
     if network is not None and net is None:
         raise CheckpointError(
             f"{path} was saved from a model with a custom network ({network}); its architecture "
             f"is not in the checkpoint: build a fresh instance and pass load_model(path, net=...)"
         )
-
-    digest = _verify_weights(weights, weights_info)
-
+    metadata = document["metadata"]
+    card = ModelCard.from_metadata(metadata) if "layout" in metadata else None
     try:
         model = Denoiser(
             model_config["channels"],
@@ -536,18 +490,12 @@ def load_model(
             unet_kwargs=None if net is not None else model_config.get("unet_kwargs"),
             net=net,
             scheduler_config=document["scheduler"],
-            metadata=document["metadata"],
+            metadata={k: v for k, v in metadata.items() if card is None or k not in CARD_KEYS},
             background=bool(model_config.get("background", False)),
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{path / CONFIG_FILE} does not describe a model this version can build: {error}"
-        ) from error
-
-    try:
-        tensors = safetensors.torch.load_file(str(weights), device="cpu")
-    except (safetensors.SafetensorError, OSError) as error:
-        raise CheckpointError(f"{weights} is not a readable safetensors file: {error}") from error
+        raise CheckpointError(f"{path}/{CONFIG_FILE} does not describe a model this version can build: {error}") from error
+    weights = Path(path) / WEIGHTS_FILE
     space = {key: tensors.pop(key) for key in ("space.offset", "space.scale") if key in tensors}
     if model.background:
         if len(space) != 2:
@@ -560,7 +508,8 @@ def load_model(
     model.eval()  # sampling is the usual next step; training code calls .train() itself
     if device is not None:
         model.to(device)
-    model.checkpoint_path = path
+    model.card = card
+    model.checkpoint_path = Path(os.path.abspath(os.fspath(path)))
     model.checkpoint_hash = digest
     return model
 
@@ -639,152 +588,6 @@ def _resolve_scheduler_config(scheduler_config: Mapping[str, Any] | None) -> dic
     if unknown:
         raise InvalidDataError(f"unknown DDPMScheduler keys in scheduler_config: {unknown}")
     return config
-
-
-def _check_json(value: Any, where: str) -> None:
-    """Raise InvalidDataError naming the first item of ``value`` that JSON cannot hold."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidDataError(
-                f"{where} is {value!r}; strict JSON holds no NaN or infinity: store None instead"
-            )
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_json(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidDataError(
-                    f"{where} has the key {key!r} ({type(key).__name__}); JSON keys are strings"
-                )
-            _check_json(item, f"{where}[{key!r}]")
-        return
-    raise InvalidDataError(
-        f"{where} is a {type(value).__module__}.{type(value).__name__}, which JSON cannot hold; "
-        f"convert it to plain Python (numpy and torch: .tolist(), paths: str())"
-    )
-
-
-def _json_roundtrip(value: Any, where: str) -> Any:
-    _check_json(value, where)
-    return json.loads(json.dumps(value, allow_nan=False))
-
-
-def _package_version() -> str:
-    try:
-        import xoceandiff
-
-        version = getattr(xoceandiff, "__version__", None)
-        if isinstance(version, str):
-            return version
-    except ImportError:
-        pass
-    from importlib import metadata
-
-    try:
-        return metadata.version("xoceandiff")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def _software_versions() -> dict[str, str]:
-    import diffusers
-
-    return {
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "safetensors": safetensors.__version__,
-    }
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as stream:
-        for block in iter(lambda: stream.read(_HASH_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync(file: Path) -> None:
-    # safetensors closes the file without fsync; without it a crash after the rename could leave
-    # a complete-looking directory with an empty weights file.
-    fd = os.open(file, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def move_into_place(tmp: Path, path: Path) -> None:
-    """Rename the finished ``tmp`` to ``path``; an existing ``path`` is removed only afterwards."""
-    if not (path.exists() or path.is_symlink()):
-        os.replace(tmp, path)
-        return
-    # rename() cannot replace a non-empty directory: move the old one aside first, and put it back
-    # if the new one cannot take its place.
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    aside = old / "previous"
-    os.replace(path, aside)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.replace(aside, path)
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_config(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        raise CheckpointError(
-            f"{file} is missing: not a complete xoceandiff checkpoint (Denoiser.save writes "
-            f"{CONFIG_FILE} and {WEIGHTS_FILE})"
-        )
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{file} is not valid JSON: {error}") from error
-    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-        found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise CheckpointError(
-            f"{file} is not an xoceandiff checkpoint config: expected format {FORMAT_NAME!r}, "
-            f"found {found!r}"
-        )
-    version = document.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{file} has format_version {version!r}; this xoceandiff reads up to "
-            f"{FORMAT_VERSION}: upgrade xoceandiff (checkpoint written by "
-            f"{document.get('xoceandiff_version', 'an unknown version')})"
-        )
-    missing = [key for key in ("model", "scheduler", "metadata", "weights") if key not in document]
-    if missing:
-        raise CheckpointError(f"{file} lacks the entries {missing}")
-    weights = document["weights"]
-    if not isinstance(weights, dict) or not {"sha256", "size"} <= set(weights):
-        raise CheckpointError(f"{file}: 'weights' must record the sha256 and size of the weights")
-    return document
-
-
-def _verify_weights(weights: Path, expected: Mapping[str, Any]) -> str:
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing")
-    size = weights.stat().st_size
-    if size != expected["size"]:
-        raise CheckpointError(
-            f"{weights} is truncated or modified: expected {expected['size']} bytes, found {size}"
-        )
-    digest = _sha256(weights)
-    if digest != expected["sha256"]:
-        raise CheckpointError(
-            f"{weights} is truncated or modified: expected sha256 {expected['sha256']}, "
-            f"found {digest}"
-        )
-    return digest
 
 
 def _load_state(net: torch.nn.Module, tensors: dict[str, torch.Tensor], weights: Path) -> None:

@@ -15,12 +15,14 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import cf_xarray
 import numpy as np
 import xarray as xr
 import xnemogcm
 
 from .conventions import FIELDS, GRID_ATTRS, TIME_DIM, FieldSpec
 from .errors import GridMismatchError, MissingVariableError
+from .ranks import cut_piece, rank_piece_name, split_ranks
 
 __all__ = ["open_nemo", "open_grid", "canonicalise", "find_field", "is_periodic_x", "GRID_VARIABLES"]
 
@@ -89,26 +91,51 @@ def _find_mesh_mask(data_files: list[Path]) -> list[Path]:
 def find_field(ds: xr.Dataset, spec: FieldSpec) -> str | None:
     """Name of the variable of ``ds`` holding the canonical field ``spec``, or None.
 
-    CF ``standard_name`` is tried first (in the order of ``spec.standard_names``), then the names NEMO
-    and CMIP use (``spec.aliases``, in order). Among several variables with an accepted standard name,
-    the one whose name comes first in the aliases wins (a restart holds ``tn`` and ``tb``).
+    cf-xarray finds the candidates, with ``spec.cf_criteria`` as custom criteria: data variables with
+    one of ``spec.standard_names`` as CF ``standard_name``, or named one of ``spec.aliases`` (the names
+    NEMO and CMIP use). They are ranked so that a standard name beats an alias (a decoy ``toce`` without
+    one loses to a CF-described ``thetao``); among standard-name matches, the one whose name comes first
+    in the aliases wins (a restart holds ``tn`` and ``tb``), then the one whose standard name comes
+    first; aliases alone are tried in their order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xoceandiff.conventions import FIELDS
+    >>> ds = xr.Dataset({
+    ...     "toce": ("x", np.zeros(2)),
+    ...     "tb": ("x", np.zeros(2), {"standard_name": "sea_water_potential_temperature"}),
+    ...     "tn": ("x", np.zeros(2), {"standard_name": "sea_water_potential_temperature"}),
+    ... })
+    >>> find_field(ds, FIELDS["toce"]), find_field(ds, FIELDS["ssh"])
+    ('tn', None)
     """
-    by_standard_name = [
-        name
-        for standard_name in spec.standard_names
-        for name, var in ds.data_vars.items()
-        if var.attrs.get("standard_name") == standard_name
-    ]
-    if by_standard_name:
-        ranked = sorted(
-            by_standard_name,
-            key=lambda n: spec.aliases.index(n) if n in spec.aliases else len(spec.aliases),
-        )
-        return ranked[0]
-    for alias in spec.aliases:
-        if alias in ds.data_vars:
-            return alias
-    return None
+    # cf-xarray is asked about a scalar stand-in of each field that keeps only its standard name: it
+    # then neither matches coordinates nor chases (and warns about) the ``coordinates`` and
+    # ``cell_measures`` that XIOS writes and that open_nemo drops.
+    probe = xr.Dataset(
+        {
+            name: xr.Variable((), 0, {k: v for k, v in var.attrs.items() if k == "standard_name"})
+            for name, var in ds.data_vars.items()
+        }
+    )
+    with cf_xarray.set_options(custom_criteria={spec.name: spec.cf_criteria}):
+        try:
+            candidates = list(probe.cf[[spec.name]].data_vars)
+        except KeyError:  # cf-xarray's way of saying that nothing matches
+            return None
+    order = {name: i for i, name in enumerate(ds.data_vars)}
+    return min(candidates, key=lambda name: _rank(ds[name], spec, order[name]), default=None)
+
+
+def _rank(var: xr.DataArray, spec: FieldSpec, position: int) -> tuple[int, int, int, int]:
+    """Sort key of a candidate of :func:`find_field` (smallest wins)."""
+    n_aliases = len(spec.aliases)
+    alias = spec.aliases.index(var.name) if var.name in spec.aliases else n_aliases
+    standard_name = var.attrs.get("standard_name")
+    if standard_name in spec.standard_names:
+        return (0, alias, spec.standard_names.index(standard_name), position)
+    return (1, alias, 0, position)
 
 
 def is_periodic_x(attrs: Mapping, variables: Mapping | None = None) -> bool:
@@ -416,6 +443,45 @@ def _nemo_grid_file(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
+def _xios_grid_t_file(ds: xr.Dataset, prefix: str, kind: str, names: tuple[str, ...]) -> xr.Dataset:
+    """The fields ``names`` of ``ds`` as XIOS writes a grid_T file: ``<name>_inst`` float32, land 0."""
+    rename = {"t": "time_counter", "z_c": "deptht", "y_c": "y", "x_c": "x"}
+    out = xr.Dataset(attrs={"name": f"{prefix}_{kind}", "description": "ocean T grid variables",
+                            "Conventions": "CF-1.6 UGRID-1.0"})
+    for name in (n for n in names if n in ds):
+        var = ds[name].fillna(0.0).reset_coords(drop=True).rename({d: rename[d] for d in ds[name].dims})
+        attrs = {k: v for k, v in ds[name].attrs.items() if k in ("standard_name", "units", "long_name")}
+        out[f"{name}_inst"] = var.astype("float32").assign_attrs(attrs, online_operation="instant", coordinates="time_counter nav_lat nav_lon")
+    out = out.assign_coords(
+        nav_lon=_renamed(ds["glamt"], {"y_c": "y", "x_c": "x"}).astype("float32"),
+        nav_lat=_renamed(ds["gphit"], {"y_c": "y", "x_c": "x"}).astype("float32"),
+    )
+    if "t" in ds.coords:
+        out = out.assign_coords(time_counter=("time_counter", ds["t"].values, {"standard_name": "time", "axis": "T", "long_name": "Time axis"}))
+    if "deptht" in out.dims:
+        out = out.assign_coords(deptht=("deptht", ds["gdept_1d"].values.astype("float32"),
+                                        {"long_name": "Vertical T levels", "units": "m", "positive": "down", "axis": "Z"}))
+    return out
+
+
+def _write_xios_pieces(out: xr.Dataset, stem: Path, ranks: tuple[int, int] | None, overwrite: bool) -> list[str]:
+    """Write ``out`` as ``{stem}.nc``, or as one ``{stem}_NNNN.nc`` per rank (see :mod:`xoceandiff.ranks`)."""
+    from .io import write_netcdf_atomic
+
+    encoding = {v: {"_FillValue": None} for v in out.variables}
+    if "time_counter" in out.coords:
+        encoding["time_counter"] = dict(_TIME_ENCODING, _FillValue=None)
+    if ranks is None:
+        files = [(out, stem.with_name(f"{stem.name}.nc"))]
+    else:
+        files = [(cut_piece(out, piece, ranks), stem.with_name(rank_piece_name(stem.name, piece.rank)))
+                 for piece in split_ranks(out.sizes["x"], out.sizes["y"], ranks)]
+    return [
+        str(write_netcdf_atomic(piece, path, overwrite=overwrite, encoding=encoding, unlimited_dims=["time_counter"]))
+        for piece, path in files
+    ]
+
+
 def to_nemo_files(
     ds: xr.Dataset,
     folder: str | os.PathLike,
@@ -440,7 +506,8 @@ def to_nemo_files(
         File name prefix.
     ranks : (int, int), optional
         Split the data files into ``ranks[0] x ranks[1]`` (x, y) pieces named ``..._NNNN.nc`` with
-        ``DOMAIN_position_first``/``last`` global attributes, as NEMO does with one file per MPI rank.
+        ``DOMAIN_*`` global attributes, as NEMO does with one file per MPI rank (the same cut and
+        attributes as the per-rank restarts of :func:`xoceandiff.restart.to_restart`).
     overwrite : bool
         Replace existing files.
 
@@ -454,61 +521,15 @@ def to_nemo_files(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rename = {"t": "time_counter", "z_c": "deptht", "y_c": "y", "x_c": "x"}
-    nav = {
-        "nav_lon": _renamed(ds["glamt"], {"y_c": "y", "x_c": "x"}).astype("float32"),
-        "nav_lat": _renamed(ds["gphit"], {"y_c": "y", "x_c": "x"}).astype("float32"),
-    }
-    files: dict[str, list[xr.Dataset]] = {}
-    for kind, names, suffix in (("grid_T_3D", ("toce", "soce"), "3D"), ("grid_T_2D", ("ssh",), "2D")):
-        present = [n for n in names if n in ds]
-        if not present:
-            continue
-        out = xr.Dataset(attrs={"name": f"{prefix}_grid_T_{suffix}", "description": "ocean T grid variables",
-                                "Conventions": "CF-1.6 UGRID-1.0"})
-        for name in present:
-            var = ds[name].fillna(0.0).reset_coords(drop=True).rename({d: rename[d] for d in ds[name].dims})
-            attrs = {k: v for k, v in ds[name].attrs.items() if k in ("standard_name", "units", "long_name")}
-            out[f"{name}_inst"] = var.astype("float32").assign_attrs(attrs, online_operation="instant", coordinates="time_counter nav_lat nav_lon")
-        out = out.assign_coords(nav)
-        if "t" in ds.coords:
-            out = out.assign_coords(time_counter=("time_counter", ds["t"].values, {"standard_name": "time", "axis": "T", "long_name": "Time axis"}))
-        if "deptht" in out.dims:
-            out = out.assign_coords(deptht=("deptht", ds["gdept_1d"].values.astype("float32"),
-                                            {"long_name": "Vertical T levels", "units": "m", "positive": "down", "axis": "Z"}))
-        files[kind] = [out]
-
-    pieces_written: list[str] = []
     result: dict[str, str] = {}
-    for kind, (out,) in files.items():
-        nx, ny = out.sizes["x"], out.sizes["y"]
-        nrx, nry = ranks or (1, 1)
-        xs = np.array_split(np.arange(nx), nrx)
-        ys = np.array_split(np.arange(ny), nry)
-        rank = 0
-        for yi in ys:
-            for xi in xs:
-                piece = out
-                name = f"{prefix}_{kind}.nc"
-                if ranks is not None:
-                    piece = out.isel(x=xi, y=yi)
-                    piece.attrs.update({
-                        "DOMAIN_number_total": nrx * nry,
-                        "DOMAIN_number": rank,
-                        "DOMAIN_size_global": np.array([nx, ny], dtype="int32"),
-                        "DOMAIN_size_local": np.array([xi.size, yi.size], dtype="int32"),
-                        "DOMAIN_position_first": np.array([xi[0] + 1, yi[0] + 1], dtype="int32"),
-                        "DOMAIN_position_last": np.array([xi[-1] + 1, yi[-1] + 1], dtype="int32"),
-                    })
-                    name = f"{prefix}_{kind}_{rank:04d}.nc"
-                encoding = {v: {"_FillValue": None} for v in piece.variables}
-                if "time_counter" in piece.coords:
-                    encoding["time_counter"] = dict(_TIME_ENCODING, _FillValue=None)
-                path = write_netcdf_atomic(piece, folder / name, overwrite=overwrite, encoding=encoding,
-                                           unlimited_dims=["time_counter"])
-                pieces_written.append(str(path))
-                result.setdefault(kind, str(path))
-                rank += 1
+    pieces_written: list[str] = []
+    for kind, names in (("grid_T_3D", ("toce", "soce")), ("grid_T_2D", ("ssh",))):
+        if not any(name in ds for name in names):
+            continue
+        paths = _write_xios_pieces(_xios_grid_t_file(ds, prefix, kind, names), folder / f"{prefix}_{kind}",
+                                   ranks, overwrite)
+        result[kind] = paths[0]
+        pieces_written += paths
     mesh = _nemo_grid_file(ds)
     encoding = {v: {"_FillValue": None} for v in mesh.variables}
     result["mesh_mask"] = str(write_netcdf_atomic(mesh, folder / "mesh_mask.nc", overwrite=overwrite, encoding=encoding))

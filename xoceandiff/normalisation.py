@@ -20,7 +20,6 @@ import re
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import dask
@@ -28,6 +27,15 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from .canonical import (
+    SPATIAL_DIMS,
+    Z,
+    cell_area,
+    field_dims,
+    fields_of,
+    ocean_mask,
+    stamp_history,
+)
 from .conventions import FIELD_NAMES, FIELDS
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 
@@ -40,8 +48,6 @@ __all__ = [
     "STATISTICS_METHODS",
 ]
 
-SPATIAL_DIMS: tuple[str, ...] = ("z_c", "y_c", "x_c")
-HORIZONTAL_DIMS: tuple[str, ...] = ("y_c", "x_c")
 SCHEMES: tuple[str, ...] = ("std", "3-std", "7-std", "<alpha>-std", "min-max", "global-min-max")
 """Valid normalisation schemes; ``"<alpha>-std"`` stands for any positive number, e.g. ``"2.5-std"``."""
 STATISTICS_METHODS: tuple[str, ...] = ("pooled", "per-snapshot")
@@ -140,7 +146,7 @@ def _finalise(part: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.
 
 def _fields_of(ds: xr.Dataset, fields: Iterable[str] | None) -> tuple[str, ...]:
     if fields is None:
-        found = tuple(name for name in FIELD_NAMES if name in ds.data_vars)
+        found = fields_of(ds)
         if not found:
             raise MissingVariableError(
                 f"None of the canonical fields {list(FIELD_NAMES)} is in the dataset (found "
@@ -159,7 +165,10 @@ def _fields_of(ds: xr.Dataset, fields: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def record_dims(da: xr.DataArray, dim: str | Sequence[str] | None = None) -> tuple[str, ...]:
-    """The record dimensions of a field: ``dim`` if given, else every dimension that is not z_c, y_c, x_c.
+    """The record dimensions of a field: ``dim`` if given, else every dimension that is not spatial.
+
+    The several-dimension variant of :func:`xoceandiff.canonical.record_dim`: statistics reduce over all
+    of them (e.g. ``member`` and ``t`` of an ensemble).
 
     Examples
     --------
@@ -180,7 +189,7 @@ def record_dims(da: xr.DataArray, dim: str | Sequence[str] | None = None) -> tup
 
 
 def _check_field_dims(da: xr.DataArray, name: str) -> tuple[str, ...]:
-    spatial = SPATIAL_DIMS if FIELDS[name].three_dimensional else HORIZONTAL_DIMS
+    spatial = field_dims(name)
     missing = [d for d in spatial if d not in da.dims]
     if missing:
         raise InvalidDataError(
@@ -190,12 +199,12 @@ def _check_field_dims(da: xr.DataArray, name: str) -> tuple[str, ...]:
     return spatial
 
 
-def _weights(ds: xr.Dataset, spatial: tuple[str, ...], weighted: bool) -> xr.DataArray:
-    """Cell weights on ``spatial`` dims: the ocean mask, times the cell area when ``weighted``."""
+def _weights(ds: xr.Dataset, name: str, weighted: bool) -> xr.DataArray:
+    """Cell weights of field ``name``: the ocean mask, times the cell area when ``weighted``."""
+    spatial = field_dims(name)
     if "tmask" in ds.variables:
-        mask = ds["tmask"] if "z_c" in spatial else ds["tmask"].isel(z_c=0, drop=True)
-        w = mask.reset_coords(drop=True).astype(np.float64)
-    else:
+        w = ocean_mask(ds, name).astype(np.float64)
+    else:  # fields with land as NaN need no mask: NaN cells are skipped anyway
         w = xr.DataArray(np.ones([ds.sizes[d] for d in spatial]), dims=spatial)
     if weighted:
         for name in ("e1t", "e2t"):
@@ -204,7 +213,7 @@ def _weights(ds: xr.Dataset, spatial: tuple[str, ...], weighted: bool) -> xr.Dat
                     f"weighted=True needs the cell sizes {name!r}, which the dataset lacks. Pass the grid "
                     "variables (xoceandiff.open_nemo with the mesh_mask) or use weighted=False."
                 )
-        w = w * (ds["e1t"] * ds["e2t"]).reset_coords(drop=True)
+        w = w * cell_area(ds)
     return w.transpose(*spatial)
 
 
@@ -230,7 +239,7 @@ def _record_blocks(
             )
         extra = [d for d in da.dims if d not in these and d not in spatial]
         if extra:
-            raise InvalidDataError(f"{name}: dimensions {extra} are neither records nor z_c, y_c, x_c.")
+            raise InvalidDataError(f"{name}: dimensions {extra} are neither records nor {', '.join(SPATIAL_DIMS)}.")
         data = da.transpose(*records, *spatial).data
         arr = data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data), chunks=-1)
         nrec = len(records)
@@ -311,8 +320,7 @@ def statistics(
     records, blocks = _record_blocks(ds, names, dim)
     weights = {}
     for name in names:
-        spatial = SPATIAL_DIMS if FIELDS[name].three_dimensional else HORIZONTAL_DIMS
-        weights[name] = _weights(ds, spatial, weighted).data  # numpy or dask: delayed unpacks both
+        weights[name] = _weights(ds, name, weighted).data  # numpy or dask: delayed unpacks both
     shared_weights = dask.delayed(weights, pure=True)  # one node that every chunk task depends on
 
     # One task per record chunk for all fields, then a tree of merges: one graph, a few chunks in memory.
@@ -333,10 +341,10 @@ def statistics(
         three_d = FIELDS[name].three_dimensional
         coords: dict[Hashable, Any] = {}
         if three_d:
-            coords = {"z_c": ds["z_c"].variable} if "z_c" in ds.coords else {}
-            if "gdept_1d" in ds.variables and ds["gdept_1d"].dims == ("z_c",):
+            coords = {Z: ds[Z].variable} if Z in ds.coords else {}
+            if "gdept_1d" in ds.variables and ds["gdept_1d"].dims == (Z,):
                 coords["gdept_1d"] = ds["gdept_1d"].variable
-        shape = (ds.sizes["z_c"],) if three_d else ()
+        shape = (ds.sizes[Z],) if three_d else ()
         for key in _STATS:
             arr = dsa.from_delayed(final[name][key], shape=shape, dtype=np.float64)
             attrs = {
@@ -346,7 +354,7 @@ def statistics(
                 "units": FIELDS[name].units,
             }
             variables[f"{name}_{key}"] = xr.DataArray(
-                arr, dims=("z_c",) if three_d else (), coords=coords, attrs=attrs
+                arr, dims=(Z,) if three_d else (), coords=coords, attrs=attrs
             )
     n_records = int(np.prod([ds.sizes[d] for d in records])) if records else 1
     out = xr.Dataset(variables)
@@ -473,7 +481,7 @@ class Normaliser:
             raise MissingVariableError(f"The normaliser knows {list(self.fields)}, not {name!r}.")
         values = np.asarray(table[name], dtype=np.float64)
         if FIELDS[name].three_dimensional:
-            return xr.DataArray(values, dims=("z_c",))
+            return xr.DataArray(values, dims=(Z,))
         return xr.DataArray(values[0])
 
     def to_dict(self) -> dict[str, Any]:
@@ -588,14 +596,6 @@ class Normaliser:
 # --- normalise / denormalise -----------------------------------------------------------------------
 
 
-def _history(attrs: Mapping[str, Any], line: str) -> dict[str, Any]:
-    attrs = dict(attrs)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    previous = attrs.get("history")
-    attrs["history"] = f"{stamp} {line}" + (f"\n{previous}" if previous else "")
-    return attrs
-
-
 def _fields_to_transform(ds: xr.Dataset, normaliser: Normaliser) -> list[str]:
     names = [n for n in normaliser.fields if n in ds.data_vars]
     if not names:
@@ -605,11 +605,11 @@ def _fields_to_transform(ds: xr.Dataset, normaliser: Normaliser) -> list[str]:
         )
     for name in names:
         if FIELDS[name].three_dimensional:
-            nz = ds[name].sizes.get("z_c")
+            nz = ds[name].sizes.get(Z)
             if nz != len(normaliser.offset[name]):
                 raise GridMismatchError(
                     f"{name}: the normaliser has {len(normaliser.offset[name])} levels but the data has "
-                    f"z_c = {nz}. Use the normaliser made from statistics of data on this grid."
+                    f"{Z} = {nz}. Use the normaliser made from statistics of data on this grid."
                 )
     return names
 
@@ -673,7 +673,7 @@ def normalise(ds: xr.Dataset, normaliser: Normaliser) -> xr.Dataset:
         attrs["normalisation"] = normaliser.scheme
         normed.attrs = attrs
         out[name] = normed
-    out.attrs = _history(ds.attrs, f"xoceandiff.normalise: {', '.join(names)} with scheme {normaliser.scheme}")
+    out.attrs = stamp_history(ds.attrs, f"xoceandiff.normalise: {', '.join(names)} with scheme {normaliser.scheme}")
     out.attrs["normalisation"] = normaliser.scheme
     return out
 
@@ -731,7 +731,7 @@ def denormalise(ds: xr.Dataset, normaliser: Normaliser) -> xr.Dataset:
         attrs.setdefault("standard_name", cf["standard_name"])
         physical.attrs = attrs
         out[name] = physical
-    out.attrs = _history(
+    out.attrs = stamp_history(
         {k: v for k, v in ds.attrs.items() if k != "normalisation"},
         f"xoceandiff.denormalise: {', '.join(names)} with scheme {normaliser.scheme}",
     )

@@ -24,8 +24,21 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .conventions import FIELDS
+from .constraints import Constraint
+from .conventions import FIELDS, SAMPLE_DIM
 from .errors import CheckpointError, InvalidDataError, OutputExistsError
+from .layout import from_tensor
+from .model import Denoiser, load_model
+from .sampling import (
+    DEFAULT_SAMPLER,
+    SamplingOptions,
+    SamplingPlan,
+    generate,
+    plan_sampling,
+    sample_metadata,
+)
+
+THREE_D = frozenset(name for name, spec in FIELDS.items() if spec.three_dimensional)
 
 __all__ = ["sample_lazy", "generate_to_netcdf", "connect", "cached_model", "part_paths"]
 
@@ -35,8 +48,6 @@ _CACHE_LOCK = threading.Lock()
 
 def cached_model(path: str, sha256: str, device: str):
     """The model of checkpoint ``path``, loaded once per process (and per device)."""
-    from .model import load_model
-
     key = (str(path), str(sha256), str(device))
     with _CACHE_LOCK:
         if key not in _CACHE:
@@ -55,41 +66,19 @@ def cached_model(path: str, sha256: str, device: str):
         return _CACHE[key]
 
 
-def _chunk_values(
-    checkpoint: str,
-    sha256: str,
-    grid: xr.Dataset,
-    indices: Sequence[int],
-    constraints: Sequence,
-    sampler: str,
-    steps: int,
-    seed: int,
-    batch_size: int | None,
-    device: str | None,
-    dtype: str | None,
-) -> np.ndarray:
-    """Samples ``indices`` in physical units, stacked as (k, toce levels + soce levels + ssh, ny, nx)."""
-    from .constraints import ConstraintContext, get_constraints
-    from .layout import Layout, from_tensor
-    from .normalisation import Normaliser
-    from .sampling import sample_tensors, training_means
+def _chunk_values(checkpoint: str, sha256: str, grid: xr.Dataset, indices: Sequence[int],
+                  constraints: Sequence[Constraint], options: dict[str, Any]) -> np.ndarray:
+    """Samples ``indices`` in physical units, stacked as (k, toce levels + soce levels + ssh, ny, nx).
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    Runs on a worker: the options arrive as plain values (device and dtype as strings) and become torch
+    objects again here, on the far side of the dask boundary.
+    """
+    device = options["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     model = cached_model(checkpoint, sha256, device)
-    layout = Layout.from_dict(model.metadata["layout"])
-    normaliser = Normaliser.from_dict(model.metadata["normalisation"])
-    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
-    ctx = ConstraintContext.from_model(grid, layout, normaliser, device=torch.device(device), dtype=torch_dtype,
-                                       means=training_means(model))
-    tensors = sample_tensors(
-        model, indices, get_constraints(constraints), ctx=ctx, sampler=sampler, steps=steps, seed=seed,
-        batch_size=batch_size, device=device, dtype=torch_dtype, progress=False,
-    )
-    out = from_tensor(tensors, layout, grid, dim="sample", normaliser=normaliser)
-    return np.concatenate(
-        [out[name].values if FIELDS[name].three_dimensional else out[name].values[:, None] for name in layout.fields],
-        axis=1,
-    )
+    plan = SamplingPlan(model, tuple(constraints), SamplingOptions(**{**options, "device": torch.device(device)}))
+    out = generate(grid, plan, indices)
+    return np.concatenate([out[name].values if name in THREE_D else out[name].values[:, None]
+                           for name in model.card.fields], axis=1)
 
 
 _TASK_GRID = ("tmask", "e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit", "x_c", "x_f", "y_c", "y_f", "z_c", "z_f")
@@ -104,72 +93,91 @@ def _grid_only(ds: xr.Dataset) -> xr.Dataset:
     return xr.Dataset(coords=coords, attrs=dict(ds.attrs)).load()
 
 
+def _wire_options(options: SamplingOptions) -> dict[str, Any]:
+    """The options as plain values for the task graph (torch device and dtype as strings)."""
+    return {
+        "sampler": options.sampler, "steps": int(options.steps), "seed": int(options.seed),
+        "batch_size": options.batch_size, "progress": False,
+        "device": None if options.device is None else str(options.device),
+        "dtype": str(options.dtype).replace("torch.", ""),
+    }
+
+
 def sample_lazy(
     ds: xr.Dataset,
     n: int,
-    constraints: Sequence = (),
+    constraints: Any = (),
     *,
-    model=None,
+    model: Denoiser | str | os.PathLike | None = None,
     chunks: int,
-    sampler: str = "ddpm",
+    sampler: str = DEFAULT_SAMPLER,
     steps: int | None = None,
     seed: int = 0,
     batch_size: int | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> xr.Dataset:
     """Like :func:`xoceandiff.sampling.sample`, but lazy: one dask task per chunk of ``chunks`` samples.
 
-    The model must be a saved checkpoint (its path and hash travel in the graph, not its weights).
-    """
-    from .layout import from_tensor
-    from .sampling import plan_sampling, sample_metadata
+    The model must be a saved checkpoint (its path and hash travel in the graph, not its weights). With
+    ``device=None`` each worker uses its GPU if it has one, else its CPU.
 
-    if int(n) != n or n <= 0:
-        raise InvalidDataError(f"n: expected a positive number of samples, found {n!r}.")
-    if int(chunks) != chunks or not 0 < chunks <= n:
+    Examples
+    --------
+    >>> import tempfile, xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+    >>> lazy = sample_lazy(ds, 4, ["zero_mean"], model=xoceandiff.pretrained.bundled_checkpoint(), chunks=2, steps=2)
+    >>> lazy.toce.data.numblocks[0], lazy.attrs["chunks"]
+    (2, 2)
+    """
+    options = SamplingOptions(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
+                              device=None if device is None else torch.device(device),
+                              dtype=dtype or torch.float32, progress=False)
+    plan = plan_sampling(ds, n, constraints, model=model, options=options)
+    if isinstance(chunks, bool) or int(chunks) != chunks or not 0 < chunks <= n:
         raise InvalidDataError(f"chunks: expected a number of samples per chunk between 1 and n={n}, found {chunks!r}.")
-    plan = plan_sampling(ds, n, constraints, model=model, sampler=sampler, steps=steps, batch_size=batch_size)
-    model, layout, normaliser, chosen, steps = plan.model, plan.layout, plan.normaliser, plan.constraints, plan.steps
+    model = plan.model
     if model.checkpoint_path is None or model.checkpoint_hash is None:
         raise CheckpointError(
             "chunks= needs a model saved to a checkpoint: workers load it from disk. Call model.save(path) first, "
             "or train with checkpoint_dir=."
         )
-
-    grid = dask.delayed(_grid_only(ds), pure=True)
-    names = list(chosen)
-    ny, nx = layout.ny, layout.nx
-    nz = layout.n_levels
-    width = sum(nz if FIELDS[f].three_dimensional else 1 for f in layout.fields)
-    blocks = []
-    for first in range(0, int(n), int(chunks)):
-        indices = list(range(first, min(first + int(chunks), int(n))))
-        task = dask.delayed(_chunk_values, pure=True)(
-            str(model.checkpoint_path), model.checkpoint_hash, grid, indices, names, sampler, int(steps), int(seed),
-            batch_size, device, dtype, dask_key_name=f"xoceandiff-sample-{model.checkpoint_hash[:12]}-{seed}-{first}-{len(indices)}",
-        )
-        blocks.append(dsa.from_delayed(task, shape=(len(indices), width, ny, nx), dtype=np.float32))
-    stacked = dsa.concatenate(blocks, axis=0)
-
+    stacked = _lazy_blocks(ds, plan, int(n), int(chunks))
+    layout = model.card.layout
     # Structure (coordinates, attributes) from one eager conversion of an all-zero sample.
-    shape = from_tensor(torch.zeros((1, layout.channels, *layout.shape)), layout, ds, dim="sample", normaliser=normaliser)
+    shape = from_tensor(torch.zeros((1, layout.channels, *layout.shape)), layout, ds, dim=SAMPLE_DIM,
+                        normaliser=model.card.normaliser)
     data_vars = {}
     start = 0
     for name in layout.fields:
-        if FIELDS[name].three_dimensional:
-            data = stacked[:, start : start + nz]
-            start += nz
-        else:
-            data = stacked[:, start]
-            start += 1
+        width = layout.n_levels if name in THREE_D else 1
+        data = stacked[:, start : start + width] if name in THREE_D else stacked[:, start]
+        start += width
         data_vars[name] = (shape[name].dims, data, shape[name].attrs)
-    coords = {k: v.variable for k, v in shape.coords.items() if "sample" not in v.dims}
+    coords = {k: v.variable for k, v in shape.coords.items() if SAMPLE_DIM not in v.dims}
     out = xr.Dataset(data_vars, coords=coords)
-    out = out.assign_coords(sample=("sample", np.arange(int(n)), {"long_name": "Sample index (random stream)", "units": "1"}))
-    out.attrs = sample_metadata(shape.attrs, model, sampler, int(steps), chosen, seed)
+    out = out.assign_coords({SAMPLE_DIM: (SAMPLE_DIM, np.arange(int(n)),
+                                          {"long_name": "Sample index (random stream)", "units": "1"})})
+    out.attrs = sample_metadata(ds.attrs, plan)
     out.attrs["chunks"] = int(chunks)
     return out
+
+
+def _lazy_blocks(ds: xr.Dataset, plan: SamplingPlan, n: int, chunks: int) -> dsa.Array:
+    """One delayed task per chunk of samples, concatenated along the sample axis."""
+    model, layout = plan.model, plan.model.card.layout
+    grid = dask.delayed(_grid_only(ds), pure=True)
+    wire = _wire_options(plan.options)
+    width = sum(layout.n_levels if name in THREE_D else 1 for name in layout.fields)
+    blocks = []
+    for first in range(0, n, chunks):
+        indices = list(range(first, min(first + chunks, n)))
+        task = dask.delayed(_chunk_values, pure=True)(
+            str(model.checkpoint_path), model.checkpoint_hash, grid, indices, list(plan.constraints), wire,
+            dask_key_name=f"xoceandiff-sample-{model.checkpoint_hash[:12]}-{wire['seed']}-{first}-{len(indices)}",
+        )
+        blocks.append(dsa.from_delayed(task, shape=(len(indices), width, layout.ny, layout.nx), dtype=np.float32))
+    return dsa.concatenate(blocks, axis=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,7 +206,15 @@ def connect(scheduler: str | None = None, local_workers: int | None = None, *, t
         raise InvalidDataError("Give either a scheduler address or a number of local workers, not both.")
     if not scheduler and not local_workers:
         return None
-    from distributed import Client, LocalCluster
+    try:  # an optional dependency (the hpc extra): only connect() needs it
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "connecting to a dask cluster needs the 'distributed' package, which is not installed; "
+            'install it with pip install "xoceandiff[hpc]" (or pip install distributed).'
+        ) from err
 
     if scheduler:
         try:
@@ -227,7 +243,12 @@ def generate_to_netcdf(
     retries: int = 2,
     resources: dict[str, float] | None = None,
     keep_parts: bool = False,
-    **sample_kwargs,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Generate ``n`` samples chunk by chunk into ``out``; resumable after a kill.
 
@@ -239,7 +260,8 @@ def generate_to_netcdf(
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{str(out)!r} exists; pass overwrite=True (--overwrite) to replace it.")
-    lazy = sample_lazy(ds, n, constraints, model=model, chunks=chunks, **sample_kwargs)
+    lazy = sample_lazy(ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps, seed=seed,
+                       batch_size=batch_size, device=device, dtype=dtype)
     paths = part_paths(out, int(n), int(chunks))
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     annotations: dict[str, Any] = {"retries": int(retries)}

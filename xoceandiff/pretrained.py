@@ -12,11 +12,19 @@ from pathlib import Path
 import torch
 import xarray as xr
 
+from .card import ModelCard
+from .checkpoint import read_model_config
 from .errors import CheckpointError, GridMismatchError
-from .layout import check_fingerprint
 from .model import Denoiser, load_model
 
-__all__ = ["BUNDLED_RESOLUTION", "bundled_checkpoint", "bundled_model", "bundled_model_fits"]
+__all__ = [
+    "BUNDLED_RESOLUTION",
+    "bundled_checkpoint",
+    "bundled_card",
+    "bundled_model",
+    "bundled_model_fits",
+    "reference_for",
+]
 
 BUNDLED_RESOLUTION = 4.0  # degrees: xoceandiff.datasets.dino(resolution=BUNDLED_RESOLUTION)
 _FOLDER = "dino4"
@@ -38,13 +46,68 @@ def bundled_model(device: str | torch.device | None = None) -> Denoiser:
     return load_model(bundled_checkpoint(), device=device)
 
 
-def bundled_model_fits(ds: xr.Dataset) -> bool:
-    """Whether ``ds`` is on the bundled model's grid (same shape and land-sea mask)."""
-    import json
+def bundled_card() -> ModelCard:
+    """The bundled model's card, read from its config.json without loading the weights."""
+    return ModelCard.from_metadata(read_model_config(bundled_checkpoint())["metadata"])
 
+
+def bundled_model_fits(ds: xr.Dataset) -> bool:
+    """Whether ``ds`` is on the bundled model's grid (same shape and land-sea mask).
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> bundled_model_fits(xoceandiff.datasets.dino(n=1, resolution=BUNDLED_RESOLUTION))
+    True
+    >>> bundled_model_fits(xoceandiff.datasets.dino(n=1, resolution=5.0))
+    False
+    """
     try:
-        config = json.loads((bundled_checkpoint() / "config.json").read_text())
-        check_fingerprint(config["metadata"]["grid"], ds)
-    except (CheckpointError, GridMismatchError, KeyError):
+        bundled_card().check_grid(ds)
+    except (CheckpointError, GridMismatchError):
         return False
     return True
+
+
+def reference_for(model: Denoiser, *, n: int = 1, seed: int | None = None) -> xr.Dataset:
+    """The embedded dataset a model was trained on, rebuilt from the provenance its checkpoint records.
+
+    Training records the dataset's ``dino_resolution`` and ``dino_seed`` (``model.card.dataset``) when
+    it was :func:`xoceandiff.datasets.dino`; this returns that dataset, on the model's grid.
+
+    Parameters
+    ----------
+    model : xoceandiff.model.Denoiser
+        A loaded model.
+    n : int, default 1
+        Snapshots of the dataset (one is enough for a grid).
+    seed : int, optional
+        Its seed; default the recorded one.
+
+    Raises
+    ------
+    CheckpointError
+        The model was not trained on the embedded dataset (or records no provenance): pass the
+        data it was trained on instead (on the command line ``--data FILES --mesh-mask FILE``).
+
+    Examples
+    --------
+    >>> reference_for(bundled_model()).attrs["dino_resolution"] == BUNDLED_RESOLUTION
+    True
+    """
+    from .datasets import dino
+
+    card = getattr(model, "card", None)
+    # until every loaded model carries a card, the provenance may still sit in the free metadata
+    provenance = dict(card.dataset) if card is not None else dict(model.metadata.get("dataset") or {})
+    if "dino_resolution" not in provenance:
+        raise CheckpointError(
+            "model: expected a checkpoint trained on the embedded DINO-like data (a dataset record with "
+            f"dino_resolution), found the dataset record {provenance or 'none'}; pass the data the model was "
+            "trained on with their mesh mask (on the command line --data/--reference FILES --mesh-mask FILE)."
+        )
+    recorded_seed = int(provenance.get("dino_seed", 0))
+    ds = dino(n=n, resolution=float(provenance["dino_resolution"]), seed=recorded_seed if seed is None else seed)
+    if card is not None:
+        card.check_grid(ds)  # the recorded provenance must describe the model's own grid
+    return ds

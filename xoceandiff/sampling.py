@@ -1,17 +1,22 @@
-"""Sampling: one loop, samplers by name, per-sample random streams.
+"""Sampling: one loop, samplers by name, per-sample random streams; the eager core of generation.
 
 The loop (method.md)::
 
     x_S ~ N(0, I)
-    for t in scheduler.timesteps:            # 999 -> 0 for DDPM-1000
-        eps = denoiser(x, t)
-        x = scheduler.step(eps, t, x).prev_sample
+    for t in scheduler.timesteps:            # 49 steps down to 0 for DDIM-50, 999 -> 0 for DDPM-1000
+        out = denoiser(x, t)
+        x = scheduler.step(out, t, x).prev_sample
         for c in constraints: x = c(x, t, ctx)
     for c in constraints if c.at_end: x = c.finish(x, ctx) if it has one, else c(x, 0, ctx)
 
-The scheduler is swapped by name (``ddpm``, ``ddim``, ``dpm`` = DPM-Solver++), the loop is not copied.
-Everything the constraints need is precomputed in the ConstraintContext, so the loop only touches
-tensors already on the device.
+The scheduler is swapped by name (``ddim``, the default with 50 steps; ``ddpm``, the paper's with 1000;
+``dpm`` = DPM-Solver++), the loop is not copied. Everything the constraints need is precomputed in the
+ConstraintContext, so the loop only touches tensors already on the device.
+
+The flow is one way: :func:`plan_sampling` validates a request into a :class:`SamplingPlan`;
+:func:`generate` turns (grid, plan, sample indices) into physical states; :func:`sample` is the eager
+front door, and :mod:`xoceandiff.parallel` calls :func:`generate` once per dask chunk. This module never
+imports the dask layer.
 
 Randomness: sample ``i`` draws its initial noise and every DDPM noise term from its own
 ``torch.Generator`` seeded by ``(seed, i)``, so sample ``i`` is the same whatever ``n`` and the batch
@@ -23,7 +28,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,14 +36,28 @@ import xarray as xr
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
-from .constraints import ConstraintContext, get_constraints
-from .conventions import PAPER_REFERENCE
+from .constraints import Constraint, ConstraintContext, get_constraints
+from .conventions import PAPER_REFERENCE, SAMPLE_DIM
 from .errors import CheckpointError, InvalidDataError
-from .layout import Layout, check_fingerprint, from_tensor
+from .layout import from_tensor
 from .model import Denoiser, load_model
-from .normalisation import Normaliser
+from .pretrained import bundled_model, bundled_model_fits
 
-__all__ = ["SAMPLERS", "DEFAULT_STEPS", "make_scheduler", "sample_tensors", "sample", "resolve_model", "sample_seed", "sample_metadata", "plan_sampling", "SamplingPlan"]
+__all__ = [
+    "SAMPLERS",
+    "DEFAULT_SAMPLER",
+    "DEFAULT_STEPS",
+    "SamplingOptions",
+    "SamplingPlan",
+    "make_scheduler",
+    "sample_seed",
+    "sample_tensors",
+    "resolve_model",
+    "plan_sampling",
+    "generate",
+    "sample",
+    "sample_metadata",
+]
 
 SAMPLERS: dict[str, Callable[[dict], Any]] = {
     "ddpm": lambda config: DDPMScheduler.from_config(config),
@@ -56,21 +74,67 @@ SAMPLERS: dict[str, Callable[[dict], Any]] = {
     ),
 }
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm": 25}
-CHECKPOINT_ATTR = "xoceandiff_checkpoint"
+DEFAULT_SAMPLER = "ddim"
+"""The documented fast sampler (within 10 % of DDPM-1000 on every metric at 21x; docs/performance.md)."""
 
 
-def make_scheduler(model: Denoiser, sampler: str = "ddpm", steps: int | None = None):
-    """A fresh diffusers scheduler of the model's noise schedule, set to ``steps`` inference steps."""
+def _check_sampler(sampler: str) -> None:
     if sampler not in SAMPLERS:
         raise InvalidDataError(f"sampler: expected one of {sorted(SAMPLERS)}, found {sampler!r}.")
+
+
+def make_scheduler(model: Denoiser, sampler: str = DEFAULT_SAMPLER, steps: int | None = None):
+    """A fresh diffusers scheduler of the model's noise schedule, set to ``steps`` inference steps."""
+    _check_sampler(sampler)
     config = dict(model.scheduler_config)
     n_train = int(config.get("num_train_timesteps", 1000))
     steps = DEFAULT_STEPS[sampler] if steps is None else steps
-    if int(steps) != steps or not 1 <= steps <= n_train:
+    if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= n_train:
         raise InvalidDataError(f"steps: expected an integer between 1 and {n_train} for {sampler}, found {steps!r}.")
     scheduler = SAMPLERS[sampler](config)
     scheduler.set_timesteps(int(steps))
     return scheduler
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample: sampler and steps, random streams, batching, device and precision (validated).
+
+    ``device`` and ``dtype`` are torch objects (``device=None``: the model's device); the dask layer
+    turns them into strings only at its boundary.
+
+    Examples
+    --------
+    >>> SamplingOptions().sampler, SamplingOptions().steps, SamplingOptions(sampler="ddpm").steps
+    ('ddim', 50, 1000)
+    """
+
+    sampler: str = DEFAULT_SAMPLER
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    device: torch.device | None = None
+    dtype: torch.dtype = torch.float32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_sampler(self.sampler)
+        if self.steps is None:
+            object.__setattr__(self, "steps", DEFAULT_STEPS[self.sampler])
+        elif isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise InvalidDataError(f"steps: expected a positive integer, found {self.steps!r}.")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise InvalidDataError(f"seed: expected a non-negative integer, found {self.seed!r}.")
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size <= 0
+        ):
+            raise InvalidDataError(f"batch_size: expected a positive integer, found {self.batch_size!r}.")
+        if self.device is not None:
+            object.__setattr__(self, "device", torch.device(self.device))
+        if isinstance(self.dtype, str):
+            object.__setattr__(self, "dtype", getattr(torch, self.dtype.replace("torch.", "")))
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise InvalidDataError(f"dtype: expected a floating torch dtype, found {self.dtype!r}.")
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -110,105 +174,153 @@ def _x0_clip(model: Denoiser, scheduler, device, dtype):
 def sample_tensors(
     model: Denoiser,
     indices: Sequence[int],
-    constraints: Sequence = (),
+    constraints: Sequence[Constraint] = (),
     *,
     ctx: ConstraintContext | None = None,
-    sampler: str = "ddpm",
-    steps: int | None = None,
-    seed: int = 0,
-    batch_size: int | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    progress: bool = True,
+    options: SamplingOptions | None = None,
 ) -> torch.Tensor:
-    """Normalised samples ``(len(indices), C, H, W)`` on the CPU, float32.
+    """Normalised samples ``(len(indices), C, H, W)`` on the CPU, float32: the sampling loop.
 
-    ``indices`` name the samples (their random streams), so any subset can be generated anywhere.
+    ``indices`` name the samples (their random streams), so any subset can be generated anywhere. The
+    caller's model is left as it is (see :meth:`~xoceandiff.model.Denoiser.detached_copy`).
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    dtype = dtype or torch.float32
-    model = model.to(device=device, dtype=dtype).eval()
+    options = options or SamplingOptions()
+    device = options.device or next(model.parameters()).device
+    model = model.detached_copy(device, options.dtype)
     indices = [int(i) for i in indices]
-    batch_size = batch_size or len(indices)
+    batch_size = options.batch_size or max(1, len(indices))
     shape = (model.channels, *model.sample_size)
     out = []
-    n_steps = len(make_scheduler(model, sampler, steps).timesteps)
-    bar = tqdm(total=n_steps * len(indices), desc=f"sample ({sampler})", unit="sample-step", disable=not progress)
+    bar = tqdm(total=int(options.steps) * len(indices), desc=f"sample ({options.sampler})", unit="sample-step",
+               disable=not options.progress)
     for first in range(0, len(indices), batch_size):
         batch = indices[first : first + batch_size]
-        generators = [torch.Generator(device=device).manual_seed(sample_seed(seed, i)) for i in batch]
-        # y is the diffusion variable (the normalised state, or its anomaly about the model's
-        # background); constraints always see the normalised state x.
-        y = torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators])
-        scheduler = make_scheduler(model, sampler, steps)
-        y = y * scheduler.init_noise_sigma
-        clip = _x0_clip(model, scheduler, device, dtype)
-        with torch.inference_mode():
-            for t in scheduler.timesteps:
-                output = model(y, t.to(device))  # epsilon, x0 or v: the scheduler knows which
-                if clip is not None:
-                    output = clip(output, y, t)
-                y = scheduler.step(output, t, y, generator=generators).prev_sample
-                if constraints:
-                    x = model.from_model_space(y)
-                    for constraint in constraints:
-                        x = constraint(x, t, ctx)
-                    y = model.to_model_space(x)
-                bar.update(len(batch))
-            x = model.from_model_space(y)
-            for constraint in constraints:
-                if getattr(constraint, "at_end", False):
-                    finish = getattr(constraint, "finish", None)
-                    x = finish(x, ctx) if finish is not None else constraint(x, 0, ctx)
-        out.append(x.float().cpu())
+        out.append(_sample_batch(model, batch, constraints, ctx, options, device, bar).float().cpu())
     bar.close()
     return torch.cat(out) if out else torch.empty((0, *shape))
 
 
-def training_means(model: Denoiser) -> dict[str, list[float]] | None:
-    """The training data's area-weighted level means recorded in the checkpoint (None if absent)."""
-    means = model.metadata.get("area_weighted_means")
-    if not means:
-        return None
-    return {name: [float("nan") if v is None else v for v in values] for name, values in means.items()}
+def _sample_batch(model: Denoiser, batch: list[int], constraints: Sequence[Constraint], ctx, options: SamplingOptions,
+                  device: torch.device, bar) -> torch.Tensor:
+    """One batch through the loop; the normalised state ``x`` is what constraints see."""
+    dtype = options.dtype
+    generators = [torch.Generator(device=device).manual_seed(sample_seed(options.seed, i)) for i in batch]
+    shape = (model.channels, *model.sample_size)
+    # y is the diffusion variable (the normalised state, or its anomaly about the model's background).
+    y = torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators])
+    scheduler = make_scheduler(model, options.sampler, options.steps)
+    y = y * scheduler.init_noise_sigma
+    clip = _x0_clip(model, scheduler, device, dtype)
+    with torch.inference_mode():
+        for t in scheduler.timesteps:
+            output = model(y, t.to(device))  # epsilon, x0 or v: the scheduler knows which
+            if clip is not None:
+                output = clip(output, y, t)
+            y = scheduler.step(output, t, y, generator=generators).prev_sample
+            if constraints:
+                x = model.from_model_space(y)
+                for constraint in constraints:
+                    x = constraint(x, t, ctx)
+                y = model.to_model_space(x)
+            bar.update(len(batch))
+        x = model.from_model_space(y)
+        for constraint in constraints:
+            if getattr(constraint, "at_end", False):
+                finish = getattr(constraint, "finish", None)
+                x = finish(x, ctx) if finish is not None else constraint(x, 0, ctx)
+    return x
 
 
-def resolve_model(ds: xr.Dataset, model: Denoiser | str | os.PathLike | None, device=None) -> Denoiser:
-    """The model to sample with: given, a checkpoint path, the one recorded in ``ds.attrs``, or the bundled one."""
+def resolve_model(model: Denoiser | str | os.PathLike | None, ds: xr.Dataset | None = None,
+                  device: torch.device | str | None = None) -> Denoiser:
+    """The model to sample with: given, a checkpoint path, or the bundled one when ``ds`` is on its grid."""
     if isinstance(model, Denoiser):
         return model
     if model is not None:
         return load_model(model, device=device)
-    recorded = ds.attrs.get(CHECKPOINT_ATTR)
-    if recorded and Path(recorded).exists():
-        return load_model(recorded, device=device)
-    from .pretrained import bundled_model, bundled_model_fits
-
-    if bundled_model_fits(ds):
+    if ds is not None and bundled_model_fits(ds):
         return bundled_model(device=device)
     raise CheckpointError(
-        "No model given: pass model= (a Denoiser or a checkpoint folder), train one with "
-        "ds.oceandiff.train(checkpoint_dir=...), or use a dataset on the bundled model's grid "
-        "(xoceandiff.datasets.dino(resolution=xoceandiff.pretrained.BUNDLED_RESOLUTION))."
+        "model: none given, and the data are not on the bundled model's grid. Pass model= (the Denoiser that "
+        "ds.oceandiff.train(...) returned, or a checkpoint folder such as 'run/model'), or use a dataset on the "
+        "bundled model's grid (xoceandiff.datasets.dino(resolution=xoceandiff.pretrained.BUNDLED_RESOLUTION))."
+    )
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """A validated sampling request: the model (with its card), the resolved constraints, the options."""
+
+    model: Denoiser
+    constraints: tuple[Constraint, ...]
+    options: SamplingOptions
+
+
+def plan_sampling(
+    ds: xr.Dataset,
+    n: int,
+    constraints: Any = (),
+    *,
+    model: Denoiser | str | os.PathLike | None = None,
+    options: SamplingOptions | None = None,
+) -> SamplingPlan:
+    """Check a sampling request before any work (the eager and the chunked paths share it).
+
+    Raises a clear error for ``n <= 0``, an unknown sampler or steps out of range, a model without a card
+    or on another grid (:class:`~xoceandiff.errors.GridMismatchError`), and a constraint that needs a field
+    the model does not produce.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
+        raise InvalidDataError(f"n: expected a positive integer number of samples, found {n!r}.")
+    options = options or SamplingOptions()
+    model = resolve_model(model, ds, device=options.device)
+    if model.card is None:
+        raise CheckpointError(
+            "model: it has no model card (layout, normalisation, grid): it was not prepared for a dataset. Train "
+            "it with xoceandiff.training.train, or call xoceandiff.training.prepare_model(ds, model) first."
+        )
+    model.card.check_grid(ds)
+    chosen = tuple(get_constraints(constraints, layout=model.card.layout))
+    make_scheduler(model, options.sampler, options.steps)  # validates steps against the model's schedule
+    return SamplingPlan(model, chosen, options)
+
+
+def generate(grid: xr.Dataset, plan: SamplingPlan, indices: Sequence[int]) -> xr.Dataset:
+    """The core: samples ``indices`` of ``plan`` as physical states on ``grid`` (dimension ``sample``).
+
+    ``grid`` is any canonical dataset on the model's grid (only its grid variables are used).
+    """
+    model, options = plan.model, plan.options
+    card = model.card
+    device = options.device or next(model.parameters()).device
+    ctx = ConstraintContext.from_model(grid, card.layout, card.normaliser, device=device, dtype=options.dtype,
+                                       means=card.training_means)
+    tensors = sample_tensors(model, indices, plan.constraints, ctx=ctx, options=options)
+    out = from_tensor(tensors, card.layout, grid, dim=SAMPLE_DIM, normaliser=card.normaliser)
+    return out.assign_coords(
+        {SAMPLE_DIM: (SAMPLE_DIM, np.asarray(indices, dtype=np.int64),
+                      {"long_name": "Sample index (random stream)", "units": "1"})}
     )
 
 
 def sample(
     ds: xr.Dataset,
     n: int,
-    constraints: Sequence = (),
+    constraints: Any = (),
     *,
     model: Denoiser | str | os.PathLike | None = None,
-    sampler: str = "ddpm",
+    sampler: str = DEFAULT_SAMPLER,
     steps: int | None = None,
     seed: int = 0,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     progress: bool = True,
-    chunks: int | None = None,
 ) -> xr.Dataset:
-    """Generate ``n`` ocean states on the grid of ``ds``, in physical units.
+    """Generate ``n`` ocean states on the grid of ``ds``, in physical units, in memory.
+
+    For a lazy, dask-backed result (one task per chunk of samples) use
+    :func:`xoceandiff.parallel.sample_lazy`, or ``ds.oceandiff.sample(..., chunks=k)``.
 
     Parameters
     ----------
@@ -220,101 +332,45 @@ def sample(
         Constraint names (see :data:`xoceandiff.constraints.CONSTRAINTS`), instances or callables,
         applied in order after every scheduler step.
     model : Denoiser, checkpoint path, optional
-        Default: the checkpoint recorded in ``ds.attrs`` by training, else the bundled demo model when
-        ``ds`` is on its grid.
-    sampler : {"ddpm", "ddim", "dpm"}
-        Scheduler; ``ddpm`` with 1000 steps is the paper's setting.
+        Default: the bundled demo model when ``ds`` is on its grid.
+    sampler : {"ddim", "ddpm", "dpm"}
+        Scheduler; ``ddim`` with 50 steps is the default, ``ddpm`` with 1000 steps the paper's setting.
     steps : int, optional
-        Inference steps (default: 1000 for ddpm, 50 for ddim, 25 for dpm).
+        Inference steps (default: 50 for ddim, 1000 for ddpm, 25 for dpm).
     seed : int
         Sample ``i`` uses the random stream ``(seed, i)``.
     batch_size : int, optional
         Samples per denoiser call (default: all).
     device, dtype : optional
-        Where and in which precision to run (default: the model's device, float32).
+        Where and in which precision to run (default: the model's device, float32). The model passed in
+        is not moved.
     progress : bool
         Show a progress bar.
-    chunks : int, optional
-        Return a lazy, dask-backed Dataset with one task per chunk of ``chunks`` samples (see
-        :func:`xoceandiff.parallel.sample_lazy`); the model must then be a saved checkpoint.
 
     Returns
     -------
     xarray.Dataset
         ``toce``, ``soce`` (sample, z_c, y_c, x_c) and ``ssh`` (sample, y_c, x_c), land NaN, CF attributes,
         attributes recording the checkpoint hash, sampler, steps, constraints, seed and package version.
-    """
-    if chunks is not None:
-        from .parallel import sample_lazy
 
-        return sample_lazy(ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps, seed=seed,
-                           batch_size=batch_size, device=str(device) if device is not None else None,
-                           dtype=str(dtype).replace("torch.", "") if dtype is not None else None)
-    plan = plan_sampling(ds, n, constraints, model=model, sampler=sampler, steps=steps, batch_size=batch_size,
-                         device=device)
-    model, layout, normaliser, chosen, steps = plan.model, plan.layout, plan.normaliser, plan.constraints, plan.steps
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    ctx = ConstraintContext.from_model(ds, layout, normaliser, device=device, dtype=dtype or torch.float32,
-                                       means=training_means(model))
-    tensors = sample_tensors(
-        model, range(int(n)), chosen, ctx=ctx, sampler=sampler, steps=steps, seed=seed,
-        batch_size=batch_size, device=device, dtype=dtype, progress=progress,
-    )
-    out = from_tensor(tensors, layout, ds, dim="sample", normaliser=normaliser)
-    out = out.assign_coords(sample=("sample", np.arange(int(n)), {"long_name": "Sample index (random stream)", "units": "1"}))
-    out.attrs = sample_metadata(out.attrs, model, sampler, int(steps), chosen, seed)
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+    >>> states = sample(ds, 2, ["zero_mean", "border_zero_gradient"], steps=2, progress=False)
+    >>> dict(states.toce.sizes), states.attrs["sampler"], states.attrs["sampling_steps"]
+    ({'sample': 2, 'z_c': 36, 'y_c': 51, 'x_c': 17}, 'ddim', 2)
+    """
+    options = SamplingOptions(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
+                              device=None if device is None else torch.device(device),
+                              dtype=dtype or torch.float32, progress=progress)
+    plan = plan_sampling(ds, n, constraints, model=model, options=options)
+    out = generate(ds, plan, range(int(n)))
+    out.attrs = sample_metadata(ds.attrs, plan)
     return out
 
 
-@dataclass(frozen=True)
-class SamplingPlan:
-    """A validated sampling request: the model, its layout and normaliser, constraints, steps."""
-
-    model: Denoiser
-    layout: Layout
-    normaliser: Normaliser
-    constraints: list
-    steps: int
-
-
-def plan_sampling(
-    ds: xr.Dataset,
-    n: int,
-    constraints: Sequence = (),
-    *,
-    model: Denoiser | str | os.PathLike | None = None,
-    sampler: str = "ddpm",
-    steps: int | None = None,
-    batch_size: int | None = None,
-    device: torch.device | str | None = None,
-) -> SamplingPlan:
-    """Check a sampling request before any work (the eager and the chunked paths share it).
-
-    Raises a clear error for ``n <= 0``, a bad ``batch_size``, an unknown sampler or steps out of range, a
-    model without layout or on another grid (:class:`~xoceandiff.errors.GridMismatchError`), and a
-    constraint that needs a field the model does not produce.
-    """
-    if int(n) != n or n <= 0:
-        raise InvalidDataError(f"n: expected a positive number of samples, found {n!r}.")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size <= 0):
-        raise InvalidDataError(f"batch_size: expected a positive integer, found {batch_size!r}.")
-    model = resolve_model(ds, model, device=device)
-    if "layout" not in model.metadata or "normalisation" not in model.metadata:
-        raise CheckpointError("model: its metadata has no layout/normalisation; train it with xoceandiff (prepare_model).")
-    check_fingerprint(model.metadata["grid"], ds)
-    layout = Layout.from_dict(model.metadata["layout"])
-    normaliser = Normaliser.from_dict(model.metadata["normalisation"])
-    chosen = get_constraints(constraints)
-    for constraint in chosen:
-        check = getattr(constraint, "check", None)
-        if check is not None:
-            check(layout)
-    steps = DEFAULT_STEPS[sampler] if steps is None and sampler in SAMPLERS else steps
-    make_scheduler(model, sampler, steps)  # validates sampler and steps
-    return SamplingPlan(model, layout, normaliser, chosen, int(steps))
-
-
-def sample_metadata(template_attrs, model: Denoiser, sampler: str, steps: int, constraints, seed: int) -> dict:
+def sample_metadata(template_attrs, plan: SamplingPlan) -> dict:
     """Global attributes of a sample set: provenance (checkpoint hash, sampler, steps, constraints, seed)."""
     from . import __version__
 
@@ -323,14 +379,14 @@ def sample_metadata(template_attrs, model: Denoiser, sampler: str, steps: int, c
     attrs.update(
         {
             "title": "Ocean states generated by a diffusion model (xoceandiff)",
-            "source": f"xoceandiff {__version__}, checkpoint sha256 {model.checkpoint_hash or 'unsaved'}",
+            "source": f"xoceandiff {__version__}, checkpoint sha256 {plan.model.checkpoint_hash or 'unsaved'}",
             "references": PAPER_REFERENCE,
             "xoceandiff_version": __version__,
-            "checkpoint_sha256": model.checkpoint_hash or "unsaved",
-            "sampler": sampler,
-            "sampling_steps": int(steps),
-            "constraints": ", ".join(_name(c) for c in constraints) or "none",
-            "seed": int(seed),
+            "checkpoint_sha256": plan.model.checkpoint_hash or "unsaved",
+            "sampler": plan.options.sampler,
+            "sampling_steps": int(plan.options.steps),
+            "constraints": ", ".join(_name(c) for c in plan.constraints) or "none",
+            "seed": int(plan.options.seed),
         }
     )
     return attrs

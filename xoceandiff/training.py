@@ -18,56 +18,51 @@ Checkpoints (``checkpoint_dir``)::
         training_state/   optimiser, learning-rate schedule, step, random states (safetensors + JSON)
 
 Resuming from ``checkpoint_dir`` continues the same run: same step count, optimiser and schedule state.
+The disk formats live in :mod:`xoceandiff.checkpoint`.
+
+The code is three parts: :func:`set_up` (data, model, optimiser, schedule, resume), :func:`training_step`
+(one optimiser step, noising through diffusers' ``add_noise`` and ``get_velocity``) and the short loop of
+:func:`train`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
-import safetensors.torch
 import torch
 import torch.distributed as dist
 import xarray as xr
+from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from .conventions import FIELDS
-from .errors import CheckpointError, InvalidDataError
-from .layout import Layout, check_fingerprint, grid_fingerprint, to_tensor
-from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model, move_into_place
-from .normalisation import Normaliser, normalise, statistics
+from .canonical import field_dims, fields_of, ocean_mask, record_dim
+from .card import ModelCard
+from .checkpoint import TrainingState, read_training_state, write_training_state
+from .errors import InvalidDataError
+from .layout import Layout, to_tensor
+from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model
+from .normalisation import Normaliser, normalise
 
-__all__ = ["train", "prepare_model", "climatology", "check_finite", "SnapshotStream", "level_means", "attach_area_means"]
+__all__ = ["train", "prepare_model", "climatology", "check_finite", "SnapshotStream", "TrainingOptions", "TrainingRun",
+           "set_up", "training_step", "PREDICTION_TYPES"]
 
 MODEL_SUBDIR = "model"
 STATE_SUBDIR = "training_state"
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 # --------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------
-
-
-def _record_dim(ds: xr.Dataset) -> str:
-    field = next(name for name in FIELDS if name in ds)
-    spatial = {"z_c", "y_c", "x_c"}
-    others = [d for d in ds[field].dims if d not in spatial]
-    if len(others) != 1:
-        raise InvalidDataError(
-            f"{field}: expected one record dimension besides (z_c, y_c, x_c), found {others}. "
-            "Open NEMO output with xoceandiff.open_nemo."
-        )
-    return others[0]
 
 
 def check_finite(ds: xr.Dataset, *, drop: bool = False) -> xr.Dataset:
@@ -85,13 +80,10 @@ def check_finite(ds: xr.Dataset, *, drop: bool = False) -> xr.Dataset:
     xoceandiff.errors.InvalidDataError
         A field has NaN on ocean cells; the message names the field and how many cells.
     """
-    dim = _record_dim(ds)
+    dim = record_dim(ds)
     counts = {}
-    for name in FIELDS:
-        if name not in ds:
-            continue
-        mask = ds.tmask if FIELDS[name].three_dimensional else ds.tmask.isel(z_c=0)
-        bad = (ds[name].isnull() & mask).sum([d for d in ds[name].dims if d != dim])
+    for name in fields_of(ds):
+        bad = (ds[name].reset_coords(drop=True).isnull() & ocean_mask(ds, name)).sum(field_dims(name))
         counts[name] = bad
     (computed,) = dask.compute(counts)
     bad_records = np.zeros(ds.sizes[dim], dtype=bool)
@@ -120,8 +112,8 @@ class _ChunkDataset(torch.utils.data.Dataset):
         self.ds = ds
         self.layout = layout
         self.normaliser = normaliser
-        self.dim = _record_dim(ds)
-        field = next(name for name in FIELDS if name in ds)
+        self.dim = record_dim(ds)
+        field = fields_of(ds)[0]
         chunks = ds[field].chunks
         sizes = chunks[ds[field].dims.index(self.dim)] if chunks is not None else (ds.sizes[self.dim],)
         self.bounds = np.cumsum((0,) + tuple(sizes))
@@ -204,10 +196,10 @@ def prepare_model(
     background: bool = False,
     prediction_type: str = "epsilon",
 ) -> Denoiser:
-    """A denoiser whose metadata holds the layout, normalisation and grid fingerprint of ``ds``.
+    """A denoiser carrying the :class:`~xoceandiff.card.ModelCard` of ``ds`` (layout, normaliser, grid).
 
     ``model`` may be a preset name (``"paper"``, ``"medium"``, ``"small"``, ``"tiny"``), a Denoiser (its network is
-    kept, its metadata completed), or a checkpoint path.
+    kept; it gets a card if it has none), or a checkpoint path. A model that already has a card is returned as is.
 
     ``background=True`` (new presets only) makes the diffusion variable the anomaly about the training
     climatology, ``y = (x - clim) / s`` with ``clim`` the per-cell mean of the normalised training
@@ -221,19 +213,22 @@ def prepare_model(
     model's scheduler config. With little training, an x0-predicting network errs towards the average of
     the plausible states, which is smooth in depth and so statically stable, whereas an epsilon-predicting
     one leaves residual noise that flips weakly stratified interfaces.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=4, resolution=4.0)
+    >>> model = prepare_model(ds, "tiny")
+    >>> model.card.layout.channels, model.channels, model.card.grid_shape
+    (37, 37, (36, 51, 17))
     """
     if isinstance(model, str | os.PathLike) and Path(model).exists():
         model = load_model(model)
-    if isinstance(model, Denoiser) and "layout" in model.metadata:
+    if isinstance(model, Denoiser) and model.card is not None:
         return model
-    if stats is None:
-        stats = statistics(ds, weighted=weighted, method=stats_method)
-    # The mean constraints drive area-weighted level means (method.md): their targets are the training
-    # data's area-weighted means, whatever the weighting of the normalisation statistics.
-    area_means = statistics(ds, weighted=True) if not weighted else stats
-    stats, area_means = dask.compute(stats, area_means)
-    normaliser = Normaliser.from_statistics(stats, scheme=scheme)
-    layout = Layout.from_dataset(ds, levels=levels)
+    card = ModelCard.from_dataset(ds, levels=levels, scheme=scheme, stats=stats, weighted=weighted,
+                                  stats_method=stats_method)
+    layout = card.layout
     if model is None or isinstance(model, str):
         _check_prediction_type(prediction_type)
         scheduler_config = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": prediction_type}
@@ -242,24 +237,14 @@ def prepare_model(
         model = Denoiser(layout.channels, layout.shape, preset=model or "small", background=background,
                          scheduler_config=scheduler_config)
         if background:
-            model.set_background(*climatology(ds, layout, normaliser))
+            model.set_background(*climatology(ds, layout, card.normaliser))
     elif tuple(model.sample_size) != tuple(layout.shape) or model.channels != layout.channels:
         raise InvalidDataError(
             f"model: expects {model.channels} channels of {tuple(model.sample_size)}, but the data's layout "
             f"gives {layout.channels} channels of {tuple(layout.shape)}. Build the model with "
             f"Denoiser({layout.channels}, {tuple(layout.shape)}, ...)."
         )
-    model.metadata.update(
-        {
-            "layout": layout.to_dict(),
-            "normalisation": normaliser.to_dict(),
-            "variables": list(layout.fields),
-            "grid": grid_fingerprint(ds),
-            "area_weighted_means": level_means(area_means, layout.fields),
-            "periodic_x": int(ds.attrs.get("Iperio", 0)),
-            "dataset": {k: ds.attrs[k] for k in ("title", "source", "dino_resolution", "dino_seed") if k in ds.attrs},
-        }
-    )
+    model.card = card
     return model
 
 
@@ -286,21 +271,12 @@ def climatology(ds: xr.Dataset, layout: Layout, normaliser: Normaliser) -> tuple
     return mean.float(), spread.float()
 
 
-def level_means(stats: xr.Dataset, fields: Sequence[str]) -> dict[str, list[float | None]]:
-    """Per-field, per-level means of a statistics Dataset as JSON-ready lists (NaN -> None)."""
-    out = {}
-    for name in fields:
-        values = np.atleast_1d(np.asarray(stats[f"{name}_mean"].values, dtype=np.float64))
-        out[name] = [None if not np.isfinite(v) else float(v) for v in values]
-    return out
-
-
-def attach_area_means(model: Denoiser, ds: xr.Dataset) -> Denoiser:
-    """Record the area-weighted level means of ``ds`` (the training data) in ``model.metadata``."""
-    model.metadata["area_weighted_means"] = level_means(
-        statistics(ds, weighted=True).compute(), model.metadata["layout"]["fields"]
-    )
-    return model
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise InvalidDataError(
+            f"prediction_type: expected 'epsilon', 'sample' or 'v_prediction', found {prediction_type!r}; "
+            "pass one of these to train() / prepare_model() (or in the model's scheduler_config)."
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,83 +313,171 @@ def _default_device(device: str | torch.device | None) -> torch.device:
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoints of the training state (no pickle: tensors in safetensors, the rest in JSON)
+# Set-up, one step, the loop
 # --------------------------------------------------------------------------------------------------
 
 
-def _save_state(folder: Path, optimiser, lr_schedule, step: int, generator: torch.Generator,
-                record: Mapping[str, Any], weights_hash: str | None, ema=None) -> None:
-    opt_state = optimiser.state_dict()
-    tensors: dict[str, torch.Tensor] = {"generator": generator.get_state()}
-    ema_scalars = None
-    if ema is not None:
-        ema_state = ema.state_dict()
-        for i, param in enumerate(ema_state.pop("shadow_params")):
-            tensors[f"ema.{i}"] = param.detach().cpu().contiguous()
-        # The model checkpoint holds the averaged weights; training resumes from the raw ones.
-        for name, value in ema.raw_weights.items():
-            tensors[f"raw.{name}"] = value.detach().cpu().contiguous()
-        ema_scalars = {k: v for k, v in ema_state.items() if isinstance(v, int | float | bool | None)}
-    scalars: dict[str, Any] = {}
-    for index, state in opt_state["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optimiser.{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    meta = {
-        "step": step,
-        "param_groups": opt_state["param_groups"],
-        "optimiser_scalars": scalars,
-        "lr_schedule": lr_schedule.state_dict(),
-        "record": dict(record),
-        "model_sha256": weights_hash,
-        "ema": ema_scalars,
-    }
-    # Written beside the target and swapped in whole: a kill leaves the previous state or the new one.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
-    try:
-        safetensors.torch.save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
-        move_into_place(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The validated settings of a training run (see :func:`train` for each)."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    seed: int = 0
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int | None = None
+    warmup_steps: int | None = None
+    ema_decay: float | None = None
+    mixed_precision: bool | None = None
+    drop_nan_snapshots: bool = False
+    buffer_chunks: int = 4
+    progress: bool = True
+    record: Mapping[str, Any] = field(default_factory=dict)
+    stop_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps <= 0:
+            raise InvalidDataError(f"steps: expected a positive integer, found {self.steps!r}.")
+        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size <= 0:
+            raise InvalidDataError(f"batch_size: expected a positive integer, found {self.batch_size!r}.")
+        if self.checkpoint_dir is not None:
+            object.__setattr__(self, "checkpoint_dir", Path(self.checkpoint_dir))
+
+    @property
+    def warmup(self) -> int:
+        """Linear warm-up steps (default: 2 % of the steps)."""
+        return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 50)
+
+    @property
+    def resumes(self) -> bool:
+        """Whether ``checkpoint_dir`` holds a training state to continue."""
+        return self.checkpoint_dir is not None and (self.checkpoint_dir / STATE_SUBDIR / "state.json").exists()
 
 
-def _load_state(folder: Path, optimiser, lr_schedule, generator: torch.Generator, weights_hash: str | None,
-                ema=None) -> dict:
-    try:
-        meta = json.loads((folder / "state.json").read_text())
-        tensors = safetensors.torch.load_file(str(folder / "state.safetensors"))
-    except (OSError, ValueError, safetensors.SafetensorError) as err:
-        raise CheckpointError(f"Cannot read the training state in {str(folder)!r}: {err}. Delete it to start afresh.") from err
-    if meta.get("model_sha256") != weights_hash:
-        raise CheckpointError(
-            f"The training state in {str(folder)!r} belongs to other weights (model sha256 "
-            f"{meta.get('model_sha256')} expected, {weights_hash} found): the run was killed between the two "
-            "writes. Delete the checkpoint directory to start afresh."
+@dataclass
+class TrainingRun:
+    """Everything one training run holds between steps (built by :func:`set_up`)."""
+
+    model: Denoiser
+    net: torch.nn.Module
+    scheduler: DDPMScheduler
+    optimiser: torch.optim.Optimizer
+    lr_schedule: Any
+    generator: torch.Generator
+    ema: EMAModel | None
+    batches: Iterator[torch.Tensor]
+    device: torch.device
+    rank: _Dist
+    use_amp: bool
+    options: TrainingOptions
+    start_step: int = 0
+    losses: list[list[float]] = field(default_factory=list)
+
+
+def set_up(
+    ds: xr.Dataset,
+    model: Denoiser | str | os.PathLike | None,
+    options: TrainingOptions,
+    *,
+    device: str | torch.device | None = None,
+    levels: str | Sequence[int] = "every-other",
+    scheme: str = "3-std",
+    background: bool = False,
+    prediction_type: str = "epsilon",
+) -> TrainingRun:
+    """Data, model, optimiser, schedules and random state of a run, resumed from ``checkpoint_dir`` if there."""
+    device = _default_device(device)
+    rank = _init_distributed(device)
+    if options.batch_size % rank.world:
+        raise InvalidDataError(
+            f"batch_size: the global batch ({options.batch_size}) must divide among the {rank.world} processes."
         )
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimiser."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    for key, value in meta["optimiser_scalars"].items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimiser.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    lr_schedule.load_state_dict(meta["lr_schedule"])
-    generator.set_state(tensors["generator"])
-    if ema is not None and meta.get("ema") is not None:
-        shadow = [tensors[f"ema.{i}"] for i in range(sum(k.startswith("ema.") for k in tensors))]
-        ema.load_state_dict({**meta["ema"], "shadow_params": shadow})
-        meta["raw_weights"] = {k[4:]: v for k, v in tensors.items() if k.startswith("raw.")}
-    return meta
+    ds = check_finite(ds, drop=options.drop_nan_snapshots)
+    # The seed fixes the initial weights too (a new model is built below), and any module-internal
+    # randomness; every rank starts from the same weights.
+    torch.manual_seed(options.seed)
+    if options.resumes:
+        model = load_model(options.checkpoint_dir / MODEL_SUBDIR)
+    model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
+                          prediction_type=prediction_type)
+    model.card.check_grid(ds)
+    model.to(device).train()
+    net: torch.nn.Module = model
+    if rank.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=options.lr)
+    run = TrainingRun(
+        model=model, net=net, scheduler=model.make_scheduler(), optimiser=optimiser,
+        lr_schedule=get_cosine_schedule_with_warmup(optimiser, num_warmup_steps=options.warmup,
+                                                    num_training_steps=options.steps),
+        generator=torch.Generator().manual_seed(options.seed),
+        ema=EMAModel(model.parameters(), decay=options.ema_decay) if options.ema_decay is not None else None,
+        batches=iter(()), device=device, rank=rank,
+        use_amp=options.mixed_precision if options.mixed_precision is not None else device.type == "cuda",
+        options=options,
+    )
+    if options.resumes:
+        _resume(run)
+    stream = SnapshotStream(ds, model.card.layout, model.card.normaliser, options.batch_size, seed=options.seed,
+                            buffer_chunks=options.buffer_chunks)
+    run.batches = stream.batches(run.start_step)
+    return run
 
 
-# --------------------------------------------------------------------------------------------------
-# The loop
-# --------------------------------------------------------------------------------------------------
+def _resume(run: TrainingRun) -> None:
+    state = read_training_state(run.options.checkpoint_dir / STATE_SUBDIR, run.model.checkpoint_hash)
+    run.optimiser.load_state_dict(state.optimiser)
+    run.lr_schedule.load_state_dict(state.lr_schedule)
+    run.generator.set_state(state.generator)
+    if run.ema is not None and state.ema is not None:
+        run.ema.load_state_dict(state.ema)
+    if state.raw_weights:  # the model file holds the averaged weights; training goes on from the raw ones
+        run.model.load_state_dict(state.raw_weights)
+    run.start_step = state.step
+    run.losses = list(state.record.get("loss_history", []))
+
+
+def training_step(run: TrainingRun, batch: torch.Tensor) -> float:
+    """One optimiser step on a global batch of normalised states; returns the loss averaged over ranks.
+
+    Every rank draws the global batch's noise and timesteps from the same generator, then keeps its slice:
+    N processes see exactly what one process with the same global batch would.
+    """
+    model, scheduler, device = run.model, run.scheduler, run.device
+    x0 = model.to_model_space(batch.to(device))
+    noise = torch.randn(x0.shape, generator=run.generator)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(batch),), generator=run.generator)
+    per_rank = len(batch) // run.rank.world
+    part = slice(run.rank.rank * per_rank, (run.rank.rank + 1) * per_rank)
+    x0, noise, timesteps = x0[part], noise[part].to(device), timesteps[part].to(device)
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=run.use_amp):
+        predicted = run.net(noisy, timesteps)
+    loss = torch.nn.functional.mse_loss(predicted.float(), _target(scheduler, x0, noise, timesteps))
+    run.optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    run.optimiser.step()
+    run.lr_schedule.step()
+    if run.ema is not None:
+        run.ema.step(model.parameters())
+    value = loss.detach()
+    if run.rank.world > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value = value / run.rank.world
+    return float(value)
+
+
+def _target(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output: the noise, the clean state, or v (diffusers' ``get_velocity``)."""
+    prediction_type = scheduler.config.prediction_type
+    _check_prediction_type(prediction_type)
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps)
+    return noise
 
 
 def train(
@@ -440,7 +504,7 @@ def train(
     background: bool = False,
     prediction_type: str = "epsilon",
 ) -> Denoiser:
-    """Train a denoiser on the snapshots of ``ds`` (DDPM, epsilon prediction).
+    """Train a denoiser on the snapshots of ``ds`` (DDPM; epsilon prediction unless told otherwise).
 
     Parameters
     ----------
@@ -472,6 +536,8 @@ def train(
         bf16 autocast; default on for CUDA, off on CPU.
     drop_nan_snapshots : bool
         Drop snapshots with NaN on ocean cells instead of refusing them.
+    buffer_chunks : int
+        Dask chunks loaded and shuffled together.
     progress : bool
         Show a tqdm bar with the loss.
     record : mapping, optional
@@ -488,7 +554,7 @@ def train(
     Returns
     -------
     Denoiser
-        The trained model, in eval mode; ``metadata["training"]`` holds steps, seed and losses, and
+        The trained model, in eval mode; ``model.card.training`` holds steps, seed and losses, and
         ``checkpoint_path`` the model checkpoint written (when ``checkpoint_dir`` is given).
 
     Examples
@@ -496,161 +562,76 @@ def train(
     >>> import xoceandiff
     >>> ds = xoceandiff.datasets.dino(n=8, resolution=4.0)
     >>> model = xoceandiff.training.train(ds, "tiny", steps=2, batch_size=2, progress=False)
-    >>> model.metadata["training"]["steps"]
-    2
+    >>> model.card.training["steps"], model.card.training["steps_done"]
+    (2, 2)
     """
-    if steps <= 0 or int(steps) != steps:
-        raise InvalidDataError(f"steps: expected a positive integer, found {steps!r}.")
-    if batch_size <= 0:
-        raise InvalidDataError(f"batch_size: expected a positive integer, found {batch_size!r}.")
-    device = _default_device(device)
-    rank = _init_distributed(device)
-    if batch_size % rank.world:
-        raise InvalidDataError(
-            f"batch_size: the global batch ({batch_size}) must divide among the {rank.world} processes."
-        )
-    ds = check_finite(ds, drop=drop_nan_snapshots)
-    # The seed fixes the initial weights too (a new model is built below), and any module-internal
-    # randomness; every rank starts from the same weights.
-    torch.manual_seed(seed)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    resume = checkpoint_dir is not None and (checkpoint_dir / STATE_SUBDIR / "state.json").exists()
-    if resume:
-        model = load_model(checkpoint_dir / MODEL_SUBDIR)
-    model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
-                          prediction_type=prediction_type)
-    check_fingerprint(model.metadata["grid"], ds)
-    layout = Layout.from_dict(model.metadata["layout"])
-    normaliser = Normaliser.from_dict(model.metadata["normalisation"])
-
-    model.to(device).train()
-    net: torch.nn.Module = model
-    if rank.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    scheduler = model.make_scheduler()
-    n_train = scheduler.config.num_train_timesteps
-    alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-    prediction_type = scheduler.config.prediction_type
-    record = {"objective": f"DDPM, MSE on the {prediction_type} target", **dict(record or {})}
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
-    warmup = warmup_steps if warmup_steps is not None else max(1, steps // 50)
-    lr_schedule = get_cosine_schedule_with_warmup(optimiser, num_warmup_steps=warmup, num_training_steps=steps)
-    generator = torch.Generator().manual_seed(seed)
-    ema = None
-    if ema_decay is not None:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(model.parameters(), decay=ema_decay)
-
-    start_step, losses = 0, []
-    if resume:
-        meta = _load_state(checkpoint_dir / STATE_SUBDIR, optimiser, lr_schedule, generator, model.checkpoint_hash, ema)
-        start_step = meta["step"]
-        if meta.get("raw_weights"):
-            model.load_state_dict(meta["raw_weights"])
-        losses = list(meta["record"].get("loss_history", []))
-
-    stream = SnapshotStream(ds, layout, normaliser, batch_size, seed=seed, buffer_chunks=buffer_chunks)
-    batches = stream.batches(start_step)
-    use_amp = mixed_precision if mixed_precision is not None else device.type == "cuda"
-    per_rank = batch_size // rank.world
-    bar = tqdm(total=steps, initial=start_step, desc="train", disable=not (progress and rank.main), unit="step")
-    loss_value = float("nan")
+    options = TrainingOptions(
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, ema_decay=ema_decay,
+        mixed_precision=mixed_precision, drop_nan_snapshots=drop_nan_snapshots, buffer_chunks=buffer_chunks,
+        progress=progress, record=dict(record or {}), stop_after=stop_after,
+    )
+    run = set_up(ds, model, options, device=device, levels=levels, scheme=scheme, background=background,
+                 prediction_type=prediction_type)
+    end = options.steps if stop_after is None else min(options.steps, run.start_step + int(stop_after))
+    bar = tqdm(total=options.steps, initial=run.start_step, desc="train", unit="step",
+               disable=not (options.progress and run.rank.main))
     recent: list[float] = []
-    end = steps if stop_after is None else min(steps, start_step + int(stop_after))
-    for step in range(start_step, end):
-        x0 = model.to_model_space(next(batches).to(device))
-        # Draw the global batch's noise and timesteps on every rank, then keep this rank's slice: N
-        # processes then see exactly what one process with the same global batch would.
-        noise = torch.randn(x0.shape, generator=generator)
-        timesteps = torch.randint(0, n_train, (batch_size,), generator=generator)
-        part = slice(rank.rank * per_rank, (rank.rank + 1) * per_rank)
-        x0, noise, timesteps = x0[part].to(device), noise[part].to(device), timesteps[part].to(device)
-        abar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        noisy = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            predicted = net(noisy, timesteps)
-        loss = torch.nn.functional.mse_loss(predicted.float(), _target(prediction_type, x0, noise, abar))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        lr_schedule.step()
-        if ema is not None:
-            ema.step(model.parameters())
-        loss_value = loss.detach()
-        if rank.world > 1:
-            dist.all_reduce(loss_value, op=dist.ReduceOp.AVG if device.type == "cuda" else dist.ReduceOp.SUM)
-            if device.type != "cuda":
-                loss_value = loss_value / rank.world
-        loss_value = float(loss_value)
-        recent.append(loss_value)
-        if (step + 1) % 10 == 0 or step + 1 == steps:
-            losses.append([step + 1, float(np.mean(recent))])
+    for step in range(run.start_step, end):
+        recent.append(training_step(run, next(run.batches)))
+        if (step + 1) % 10 == 0 or step + 1 == options.steps:
+            run.losses.append([step + 1, float(np.mean(recent))])
             recent = []
-        bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{recent[-1] if recent else run.losses[-1][1]:.4f}", refresh=False)
         bar.update(1)
-        done = step + 1
-        if checkpoint_dir is not None and (done == end or (checkpoint_every and done % checkpoint_every == 0)):
-            _checkpoint(model, ema, checkpoint_dir, optimiser, lr_schedule, done, generator,
-                        _record(steps, batch_size, lr, seed, done, losses, record, rank), rank)
+        if options.checkpoint_dir is not None and (
+            step + 1 == end or (options.checkpoint_every and (step + 1) % options.checkpoint_every == 0)
+        ):
+            _checkpoint(run, step + 1)
     bar.close()
-    if ema is not None:
-        ema.copy_to(model.parameters())
-    model.metadata["training"] = _record(steps, batch_size, lr, seed, end, losses, record, rank)
-    model.metadata["training"]["final_loss"] = losses[-1][1] if losses else loss_value
-    if checkpoint_dir is not None:
-        model.checkpoint_path = (checkpoint_dir / MODEL_SUBDIR).resolve()
-    return model.eval()
+    if run.ema is not None:
+        run.ema.copy_to(run.model.parameters())
+    run.model.card = run.model.card.with_training(_record(run, end, last_loss=recent[-1] if recent else None))
+    if options.checkpoint_dir is not None:
+        run.model.checkpoint_path = (options.checkpoint_dir / MODEL_SUBDIR).resolve()
+    return run.model.eval()
 
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-
-
-def _check_prediction_type(prediction_type: str) -> None:
-    if prediction_type not in PREDICTION_TYPES:
-        raise InvalidDataError(
-            f"prediction_type: expected 'epsilon', 'sample' or 'v_prediction', found {prediction_type!r}; "
-            "pass one of these to train() / prepare_model() (or in the model's scheduler_config)."
-        )
-
-
-def _target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
-    """What the network learns to output: the noise, the clean state, or v (diffusers' conventions)."""
-    _check_prediction_type(prediction_type)
-    if prediction_type == "sample":
-        return x0
-    if prediction_type == "v_prediction":
-        return abar.sqrt() * noise - (1 - abar).sqrt() * x0
-    return noise
-
-
-def _record(steps, batch_size, lr, seed, done, losses, extra, rank) -> dict[str, Any]:
+def _record(run: TrainingRun, done: int, last_loss: float | None = None) -> dict[str, Any]:
+    options = run.options
     out = {
-        "steps": int(steps),
+        "steps": int(options.steps),
         "steps_done": int(done),
-        "batch_size": int(batch_size),
-        "lr": float(lr),
-        "seed": int(seed),
-        "processes": int(rank.world),
-        "loss_history": [[int(s), float(v)] for s, v in losses],
-        "final_loss": float(losses[-1][1]) if losses else None,
+        "batch_size": int(options.batch_size),
+        "lr": float(options.lr),
+        "seed": int(options.seed),
+        "processes": int(run.rank.world),
+        "loss_history": [[int(s), float(v)] for s, v in run.losses],
+        "final_loss": float(run.losses[-1][1]) if run.losses else last_loss,
+        "objective": f"DDPM, MSE on the {run.scheduler.config.prediction_type} target",
     }
-    out.update(dict(extra or {}))
+    out.update(dict(options.record))
     return out
 
 
-def _checkpoint(model, ema, checkpoint_dir, optimiser, lr_schedule, done, generator, record, rank):
-    if not rank.main:
+def _checkpoint(run: TrainingRun, done: int) -> None:
+    """Write the model (averaged weights with EMA) and the training state; rank 0 only."""
+    if not run.rank.main:
         return
-    model.metadata["training"] = record
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    model, ema = run.model, run.ema
+    model.card = model.card.with_training(_record(run, done))
+    run.options.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    raw = None
     if ema is not None:
-        # Save the averaged weights, then put the raw ones back for further training.
-        ema.raw_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
-    model.save(checkpoint_dir / MODEL_SUBDIR, overwrite=True)
+    model.save(run.options.checkpoint_dir / MODEL_SUBDIR, overwrite=True)
     if ema is not None:
         ema.restore(model.parameters())
-    _save_state(checkpoint_dir / STATE_SUBDIR, optimiser, lr_schedule, done, generator, record, model.checkpoint_hash, ema)
+    state = TrainingState(
+        step=done, optimiser=run.optimiser.state_dict(), lr_schedule=run.lr_schedule.state_dict(),
+        generator=run.generator.get_state(), record=dict(model.card.training), model_sha256=model.checkpoint_hash,
+        ema=ema.state_dict() if ema is not None else None, raw_weights=raw,
+    )
+    write_training_state(run.options.checkpoint_dir / STATE_SUBDIR, state)

@@ -16,4 +16,4 @@ model = train(ds, "tiny", steps=6, batch_size=4, lr=1e-3, seed=11, progress=Fals
 rank = int(os.environ.get("RANK", "0"))
 safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, f"rank{rank}.safetensors"))
 with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-    json.dump(model.metadata["training"]["loss_history"], f)
+    json.dump(model.card.training["loss_history"], f)
