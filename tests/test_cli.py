@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import pytest
 
 import xoceandiff
 from xoceandiff.cli import main
+from xoceandiff.model import CONFIG_FILE
 from xoceandiff.restart import check_restart
 from xoceandiff.training import MODEL_SUBDIR, train
 
@@ -56,6 +59,38 @@ def test_sample_diagnose_restart(checkpoint, tmp_path, capsys):
     files = sorted(restarts.glob("*.nc"))
     assert len(files) == 3 and (restarts / "namelist_restart.txt").exists()
     assert check_restart(files[0], mesh) == []
+
+
+def test_train_records_the_command_given_to_main(tmp_path, monkeypatch):
+    """The training record holds main(argv)'s arguments, quoted, whatever the process's own sys.argv is."""
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q", "tests/test_cli.py"])
+    out = tmp_path / "run with space"
+    argv = ["train", "--data", "dino", "--dino-n", "4", "--dino-resolution", "4", "--steps", "1", "--preset", "tiny",
+            "--batch-size", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    training = json.loads((out / MODEL_SUBDIR / CONFIG_FILE).read_text())["metadata"]["training"]
+    assert training["command"] == "xoceandiff " + " ".join(shlex.quote(a) for a in argv)
+    assert shlex.split(training["command"]) == ["xoceandiff", *argv]
+
+
+def test_sample_without_data_needs_a_dino_trained_checkpoint(tmp_path, capsys):
+    """Without --data the grid comes from the dataset the checkpoint records; none recorded: a clear error."""
+    data = xoceandiff.datasets.dino(n=4, resolution=4.0, seed=1)
+    data.attrs = {}  # as if opened from NEMO files: no DINO provenance
+    train(data, "tiny", steps=1, batch_size=2, progress=False, checkpoint_dir=tmp_path / "run")
+    code = main(["sample", "--checkpoint", str(tmp_path / "run" / MODEL_SUBDIR), "--n", "1", "--chunks", "1",
+                 "--steps", "1", "--out", str(tmp_path / "x.nc")])
+    err = capsys.readouterr().err
+    assert code == 2 and "dino_resolution" in err and "--mesh-mask" in err
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_diagnose_refuses_samples_off_the_dino_grids(tmp_path, capsys):
+    samples = xoceandiff.datasets.dino(n=2, resolution=4.0).isel(x_c=slice(0, 10))
+    path = samples.oceandiff.to_netcdf(tmp_path / "cut.nc")
+    assert main(["diagnose", str(path), "--dino-n", "2", "--out", str(tmp_path / "report"), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert "DINO-like grid" in err and "--reference FILES --mesh-mask FILE" in err
 
 
 def test_errors_exit_cleanly(tmp_path, capsys):

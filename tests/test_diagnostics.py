@@ -19,7 +19,9 @@ import pytest
 import xarray as xr
 
 import xoceandiff
+from xoceandiff import canonical
 from xoceandiff.diagnostics import (
+    METRICS,
     SCALAR_METRICS,
     box_masks,
     density_error_percent,
@@ -30,7 +32,7 @@ from xoceandiff.diagnostics import (
     unstable_interfaces,
 )
 from xoceandiff.errors import InvalidDataError, MissingVariableError, OutputExistsError
-from xoceandiff.report import CSV_COLUMNS, report
+from xoceandiff.report import CSV_COLUMNS, SET_COLUMNS, TABLE_COLUMNS, report
 
 RTOL = 1e-6
 TABLE = json.loads(
@@ -267,6 +269,15 @@ def test_diagnostics_structure(computed, reference, samples):
     assert "gdept_1d" in ref.coords and "history" in ref.attrs
 
 
+def test_units_come_from_the_metrics_table(computed, reference, samples):
+    assert record_dim is canonical.record_dim  # one rule for the record dimension, re-exported
+    lazy = [computed["reference"], diversity(samples), profile_distance(samples, reference)]
+    for metrics in lazy:
+        for name, variable in metrics.data_vars.items():
+            assert variable.attrs["units"] == METRICS[name].cf_units, name
+    assert set(SCALAR_METRICS) | set(SET_COLUMNS) | {"toce_profile", "soce_profile"} == set(METRICS)
+
+
 def test_numpy_backed_input_gives_the_same(reference, computed):
     eager = diagnostics(reference.compute()).compute()
     xr.testing.assert_allclose(eager[list(SCALAR_METRICS)], computed["reference"][list(SCALAR_METRICS)], rtol=1e-12)
@@ -405,7 +416,16 @@ def test_report_tables_and_files(reference, samples, computed, tmp_path):
     smp_cd = computed["samples"].check_density.values
     assert f"{smp_cd.mean():.4f} ± {smp_cd.std():.4f}" in md
     assert "Diversity T" in md and "Profile distance S" in md
-    assert r"\pm" in rep.to_latex() and r"\toprule" in rep.to_latex()
+    for metric in (*TABLE_COLUMNS, *SET_COLUMNS):
+        assert f" {METRICS[metric].heading} |" in md, metric
+        if metric in rep.set_metrics:
+            assert rep.set_metrics[metric].attrs["units"] == METRICS[metric].cf_units
+    assert "| No constraint | 5 |" in md and "| Data | 6 |" in md
+    tex = rep.to_latex()
+    assert r"\toprule" in tex and r"\multicolumn{2}{c}{Bottom-Water}" in tex and r"errors (\%)" in tex
+    no_constraint_row = next(line for line in tex.splitlines() if line.startswith("No constraint & 5 &"))
+    assert no_constraint_row.count(r"\pm") == 5
+    assert f"{smp_cd.mean():.4f} \\pm {smp_cd.std():.4f}" in no_constraint_row
 
     assert {p.name for p in rep.paths.values()} == {"table.md", "table.tex", "metrics.csv", "metrics.nc"}
     assert rep.paths["table_md"].read_text(encoding="utf-8") == md
@@ -424,6 +444,16 @@ def test_report_tables_and_files(reference, samples, computed, tmp_path):
     with pytest.raises(OutputExistsError):
         rep.write(tmp_path / "report")
     rep.write(tmp_path / "report", overwrite=True)
+
+
+def test_report_shows_a_broken_record_as_nan(samples):
+    """A sample with NaN on an ocean cell makes its set's box means nan: the table does not average it away."""
+    broken = samples.isel(sample=[0, 1]).load()
+    ocean = np.argwhere(broken.tmask.values)[-1]  # a deep ocean cell, inside the Bottom-Water box
+    broken.toce.values[(1, *ocean)] = np.nan
+    rep = report(samples.isel(sample=[2, 3]), {"Broken": broken})
+    assert np.isnan(float(rep.summary().BWbox_toce_mean.sel(set="Broken")))
+    assert rep.paper_table().loc["Broken", METRICS["BWbox_toce"].heading] == "nan"
 
 
 def test_report_set_metrics(reference, samples, smp_np, ref_np):

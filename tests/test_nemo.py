@@ -126,6 +126,17 @@ def test_domain_cfg_without_tmask(small_dino, small_nemo_files, tmp_path):
     xr.testing.assert_identical(ds.toce.compute(), small_dino.toce.compute())
 
 
+def test_domain_cfg_without_depths_gets_mid_cell_depths(small_nemo_files, tmp_path):
+    """A domain_cfg.nc has e3t_1d but no gdept_1d: T depths are the W depths plus half a cell."""
+    mesh = xr.open_dataset(small_nemo_files["mesh_mask"]).load()
+    mesh.drop_vars("gdept_1d").to_netcdf(tmp_path / "domain_cfg.nc")
+    with pytest.warns(UserWarning, match="gdept_1d: the grid file has no T-level depths"):
+        grid = xoceandiff.nemo.open_grid(tmp_path / "domain_cfg.nc")
+    e3t = mesh.e3t_1d.values.ravel()
+    expected = np.concatenate([[0.0], np.cumsum(e3t)[:-1]]) + e3t / 2
+    np.testing.assert_allclose(grid.gdept_1d.values, expected, rtol=1e-12)
+
+
 def test_restart_style_file(small_dino, small_nemo_files, tmp_path):
     # restart layout: tn/sn/sshn on (time_counter, nav_lev, y, x), no grid_T in the file name
     src = xr.open_dataset(small_nemo_files["grid_T_3D"], decode_times=False).isel(time_counter=[0]).load()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 
+import numpy as np
 import pytest
 
 import xoceandiff
@@ -15,7 +16,9 @@ from xoceandiff.pretrained import (
     bundled_checkpoint,
     bundled_model,
     bundled_model_fits,
+    reference_for,
 )
+from xoceandiff.report import report
 
 
 def test_bundled_checkpoint_records_how_it_was_made():
@@ -40,11 +43,33 @@ def test_bundled_model_fits_the_embedded_grid():
     assert not bundled_model_fits(xoceandiff.datasets.dino(n=1, resolution=2.0))
 
 
+def test_reference_for_rebuilds_the_training_data_from_the_recorded_provenance():
+    model = bundled_model()
+    ds = reference_for(model, n=2)
+    assert ds.sizes["t"] == 2 and bundled_model_fits(ds)
+    assert (ds.attrs["dino_resolution"], ds.attrs["dino_seed"]) == (BUNDLED_RESOLUTION, 0)
+
+
+def test_quality_checks_read_the_report_and_catch_non_finite_samples():
+    data = xoceandiff.datasets.dino(n=4, resolution=BUNDLED_RESOLUTION, seed=0)
+    copy = data.isel(t=[0, 1, 2]).rename(t="sample")
+    assert all(passed for _, passed, _ in quality_checks(report(data, {"Copy": copy}), "Copy", copy))
+
+    broken = copy.copy(deep=True)
+    broken["ssh"] = broken.ssh.load()
+    ocean = np.argwhere(broken.tmask.values[0])[0]
+    broken.ssh.values[1, ocean[0], ocean[1]] = np.nan  # one ocean cell of one sample
+    checks = {name: (passed, measured) for name, passed, measured in
+              quality_checks(report(data, {"Broken": broken}), "Broken", broken)}
+    assert checks["no missing or non-finite value on ocean cells"] == (False, "NaN/inf found")
+
+
 @pytest.mark.slow
 def test_demo_quality_targets_hold_for_the_constrained_samples():
     """Issue 8's thresholds on the demo's own settings (8 samples, seed 0), measured as the demo does."""
     data = xoceandiff.datasets.dino(n=200, resolution=BUNDLED_RESOLUTION, seed=0)
     samples = data.oceandiff.sample(8, list(DEMO_CONSTRAINTS), model=bundled_model(), sampler=DEMO_SAMPLER,
                                     steps=DEMO_STEPS, seed=0, progress=False)
-    failed = [(name, measured) for name, passed, measured in quality_checks(data, samples) if not passed]
+    checks = quality_checks(report(data, {"Constraint": samples}), "Constraint", samples)
+    failed = [(name, measured) for name, passed, measured in checks if not passed]
     assert not failed, failed

@@ -7,22 +7,16 @@ need torch (model, training, sampling, ...) are imported on first use, so that o
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
 
 from . import datasets, eos, errors
 from .accessor import OceanDiffAccessor
 from .nemo import open_nemo
-
-try:
-    __version__ = _version("xoceandiff")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from .version import __version__
 
 _SUBMODULES = (
     "cli", "constraints", "conventions", "demo", "diagnostics", "grid", "gridops", "io", "layout", "model",
     "nemo", "normalisation", "parallel", "plotting", "pretrained", "report", "restart", "sampling", "training",
-    "restart_format", "restart_check", "dynamics", "ranks",
+    "restart_format", "restart_check", "dynamics", "ranks", "atomic", "canonical", "card", "checkpoint", "version",
 )
 
 

@@ -35,6 +35,7 @@ import torch
 
 from .atomic import atomic_path, refuse_existing
 from .errors import CheckpointError, InvalidDataError
+from .version import __version__
 
 __all__ = [
     "CONFIG_FILE",
@@ -125,15 +126,6 @@ def _software_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "diffusers": diffusers.__version__, "safetensors": safetensors.__version__}
 
 
-def _package_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("xoceandiff")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def write_model_files(
     path: str | os.PathLike,
     tensors: Mapping[str, torch.Tensor],
@@ -158,7 +150,7 @@ def write_model_files(
     document: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "xoceandiff_version": _package_version(),
+        "xoceandiff_version": __version__,
         "software": _software_versions(),
         "model": dict(model),
         "scheduler": dict(scheduler),

@@ -28,7 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import MODEL_SUBDIR, train
 
     ds = _load_data(args.data, args.mesh_mask, args.dino_n, args.dino_resolution, args.data_seed)
-    command = "xoceandiff " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    command = shlex.join(["xoceandiff", *args.argv])  # the command as given to main(argv), to rerun it
     start = time.perf_counter()
     model = train(
         ds,
@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         record={"command": command, "data": " ".join(args.data)},
     )
-    record = model.metadata["training"]
+    record = model.card.training
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary
         return 0
     print(
@@ -60,21 +60,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    import xoceandiff
-
     from .model import load_model
     from .parallel import connect, generate_to_netcdf
-    from .pretrained import bundled_checkpoint
+    from .pretrained import bundled_checkpoint, reference_for
 
-    checkpoint = args.checkpoint or bundled_checkpoint()
-    model = load_model(checkpoint)
-    if args.data:
-        ds = _load_data(args.data, args.mesh_mask, 1, 1.0, 0)
-    else:
-        resolution = model.metadata.get("dataset", {}).get("dino_resolution") or _dino_resolution(
-            model.metadata["grid"]["shape"][1], f"the checkpoint {str(checkpoint)!r}"
-        )
-        ds = xoceandiff.datasets.dino(n=1, resolution=resolution)
+    model = load_model(args.checkpoint or bundled_checkpoint())
+    ds = _load_data(args.data, args.mesh_mask, 1, 1.0, 0) if args.data else reference_for(model)
     client = connect(args.scheduler, args.local_workers)
     try:
         out = generate_to_netcdf(
@@ -87,18 +78,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             client.close()
     print(f"wrote {args.n} samples to {out}")
     return 0
-
-
-def _dino_resolution(ny: int, what: str) -> float:
-    """The resolution of the DINO-like grid with ``ny`` rows (the grid of ``what``)."""
-    from .errors import GridMismatchError
-
-    for resolution in (4.0, 5.0, 2.0, 1.0, 3.0, 0.5, 0.25):
-        if 2 * int(round(99 / resolution)) + 1 == ny:
-            return resolution
-    raise GridMismatchError(
-        f"{what} is not on a DINO-like grid (ny={ny}); pass --data/--reference FILES --mesh-mask FILE."
-    )
 
 
 def _open_samples(path: str, grid):
@@ -114,9 +93,8 @@ def _reference(args: argparse.Namespace, samples_path: str):
 
     if args.reference and list(args.reference) != ["dino"]:
         return xoceandiff.open_nemo(list(args.reference), mesh_mask=args.mesh_mask)
-    with xr.open_dataset(samples_path) as raw:
-        ny = raw.sizes.get("y_c")
-    resolution = _dino_resolution(ny, repr(samples_path))
+    with xr.open_dataset(samples_path) as raw:  # sample files record no dataset: their grid tells
+        resolution = xoceandiff.datasets.dino_resolution_of(raw.sizes)
     return xoceandiff.datasets.dino(n=args.dino_n, resolution=resolution, seed=0)
 
 
@@ -251,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import XOceanDiffError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what `train` records as its command
     try:
         return int(args.func(args) or 0)
     except (XOceanDiffError, FileNotFoundError) as err:

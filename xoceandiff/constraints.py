@@ -643,18 +643,13 @@ class StableStratification(Constraint):
 
     def penalty(self, x: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
         """:math:`P(x)` per sample, ``(B,)`` (differentiable)."""
-        temperature = ctx.denormalise(x, "toce")
-        salinity = ctx.denormalise(x, "soce")
-        rho = potential_density(temperature, salinity, eos=self.eos)
-        inversion = torch.relu(rho[:, :-1] - rho[:, 1:] + self.margin)
+        inversion = self._inversions(self._density(x, ctx))
         return (ctx.ops.interface_weight * inversion.square()).sum(dim=(-3, -2, -1))
 
     def unstable(self, x: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
         """Number of unstable interfaces (:math:`\\rho_k > \\rho_{k+1}`, both wet) per sample."""
         with torch.no_grad():
-            rho = potential_density(
-                ctx.denormalise(x, "toce"), ctx.denormalise(x, "soce"), eos=self.eos
-            )
+            rho = self._density(x, ctx)
             bad = (rho[:, :-1] > rho[:, 1:]) & ctx.ops.interface_mask
             return bad.sum(dim=(-3, -2, -1))
 
@@ -668,7 +663,7 @@ class StableStratification(Constraint):
         salinity = ctx.denormalise(x, "soce")
         rho, d_t, d_s = potential_density_and_gradient(temperature, salinity, eos=self.eos)
         # dP/d(rho_k) from interface k (k the upper cell) and from interface k - 1 (k the deeper cell)
-        slope = 2 * ctx.ops.interface_weight * torch.relu(rho[:, :-1] - rho[:, 1:] + self.margin)
+        slope = 2 * ctx.ops.interface_weight * self._inversions(rho)
         d_rho = torch.nn.functional.pad(slope, (0, 0, 0, 0, 0, 1)) - torch.nn.functional.pad(slope, (0, 0, 0, 0, 1, 0))
         grad = torch.zeros_like(x)
         grad[:, ctx.toce_channels] = d_rho * d_t * ctx.field_scale["toce"]
@@ -693,27 +688,45 @@ class StableStratification(Constraint):
         unknowns move: T and S of the two cells); neighbouring inversions converge over the iterations.
         """
         for _ in range(self.final_iterations):
-            with torch.inference_mode(False), torch.enable_grad():
-                leaf = x.detach().clone().requires_grad_(True)
-                rho = potential_density(ctx.denormalise(leaf, "toce"), ctx.denormalise(leaf, "soce"), eos=self.eos)
-                inversion = torch.relu(rho[:, :-1] - rho[:, 1:] + self.margin) * ctx.ops.interface_mask
-                penalty = (ctx.ops.interface_weight * inversion.square()).sum()
-                (grad_penalty,) = torch.autograd.grad(penalty, leaf, retain_graph=True)
-                (grad_rho,) = torch.autograd.grad(rho.sum(), leaf)
-            active = (inversion > 0).to(x.dtype) * ctx.ops.interface_weight  # (B, L-1, H, W)
-            # weight of the active interfaces each kept level touches (above and below)
-            touching = torch.nn.functional.pad(active, (0, 0, 0, 0, 0, 1)) + torch.nn.functional.pad(active, (0, 0, 0, 0, 1, 0))
-            hessian = torch.zeros_like(x)
-            g2 = grad_rho.square()
-            hessian[:, ctx.toce_channels] = 2 * touching * g2[:, ctx.toce_channels]
-            hessian[:, ctx.soce_channels] = 2 * touching * g2[:, ctx.soce_channels]
-            # Levenberg-Marquardt damping and a cap: where the density barely responds to a channel
-            # (g ~ 0, e.g. far outside the ocean's range in a poor sample) the plain ratio explodes.
-            reference = hessian.amax(dim=(-2, -1), keepdim=True)
-            step = torch.where(hessian > 0, grad_penalty / (hessian + 1e-3 * reference).clamp_min(1e-30), torch.zeros_like(x))
-            step = torch.nan_to_num(self.final_kappa * step, nan=0.0, posinf=0.0, neginf=0.0)
-            x = x - step.clamp(-self.max_step, self.max_step)
+            x = x - self._preconditioned_step(x, ctx)
         return x
+
+    def _density(self, x: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
+        """Potential density (kg m-3) of the kept levels, ``(B, L, H, W)``."""
+        return potential_density(ctx.denormalise(x, "toce"), ctx.denormalise(x, "soce"), eos=self.eos)
+
+    def _inversions(self, rho: torch.Tensor) -> torch.Tensor:
+        """``max(0, rho_k - rho_{k+1} + margin)`` per interface, ``(B, L-1, H, W)``."""
+        return torch.relu(rho[:, :-1] - rho[:, 1:] + self.margin)
+
+    def _preconditioned_step(self, x: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
+        """One Gauss-Newton-diagonal step on the penalty, capped at ``max_step`` per value."""
+        with torch.inference_mode(False), torch.enable_grad():
+            leaf = x.detach().clone().requires_grad_(True)
+            rho = self._density(leaf, ctx)
+            inversion = self._inversions(rho) * ctx.ops.interface_mask
+            penalty = (ctx.ops.interface_weight * inversion.square()).sum()
+            (grad_penalty,) = torch.autograd.grad(penalty, leaf, retain_graph=True)
+            (grad_rho,) = torch.autograd.grad(rho.sum(), leaf)
+        hessian = self._hessian_diagonal(x, grad_rho, (inversion > 0).to(x.dtype) * ctx.ops.interface_weight, ctx)
+        # Levenberg-Marquardt damping and a cap: where the density barely responds to a channel
+        # (g ~ 0, e.g. far outside the ocean's range in a poor sample) the plain ratio explodes.
+        reference = hessian.amax(dim=(-2, -1), keepdim=True)
+        step = torch.where(hessian > 0, grad_penalty / (hessian + 1e-3 * reference).clamp_min(1e-30), torch.zeros_like(x))
+        step = torch.nan_to_num(self.final_kappa * step, nan=0.0, posinf=0.0, neginf=0.0)
+        return step.clamp(-self.max_step, self.max_step)
+
+    @staticmethod
+    def _hessian_diagonal(x: torch.Tensor, grad_rho: torch.Tensor, active: torch.Tensor,
+                          ctx: ConstraintContext) -> torch.Tensor:
+        """``H_c = 2 g_c^2`` times the weight of the active interfaces (above and below) cell ``c`` touches."""
+        pad = torch.nn.functional.pad
+        touching = pad(active, (0, 0, 0, 0, 0, 1)) + pad(active, (0, 0, 0, 0, 1, 0))
+        hessian = torch.zeros_like(x)
+        g2 = grad_rho.square()
+        hessian[:, ctx.toce_channels] = 2 * touching * g2[:, ctx.toce_channels]
+        hessian[:, ctx.soce_channels] = 2 * touching * g2[:, ctx.soce_channels]
+        return hessian
 
     def __repr__(self) -> str:
         return f"StableStratification(kappa={self.kappa!r}, eos={self.eos!r}, per_cell={self.per_cell})"

@@ -13,9 +13,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import xarray as xr
+
+from .canonical import ocean_mask
+from .conventions import FIELDS
+
+if TYPE_CHECKING:
+    from .report import Report
 
 __all__ = ["run_demo", "quality_checks", "DEMO_CONSTRAINTS", "DEMO_SAMPLER", "DEMO_STEPS"]
 
@@ -23,46 +31,67 @@ DEMO_CONSTRAINTS = ("zero_mean", "border_zero_gradient")
 DEMO_SAMPLER = "ddim"
 DEMO_STEPS = 50
 DATA_SNAPSHOTS = 200  # the bundled model's training set (see its config.json)
+PROFILE_RMS_LIMIT = 0.3  # degC: set-mean temperature profile against the data's
+BOX_STD_LIMIT = 2.0  # box means within this many of the data's standard deviations
+DIVERSITY_RATIO_LIMIT = 0.3  # temperature diversity at least this fraction of the data's
 
 
-def quality_checks(reference, samples) -> list[tuple[str, bool, str]]:
-    """The bundled model's quality criteria on a sample set, against the training data.
+def quality_checks(rep: Report, name: str, samples: xr.Dataset) -> list[tuple[str, bool, str]]:
+    """The bundled model's quality criteria on sample set ``name`` of a report, against its reference.
 
-    Returns ``(criterion, passed, measured)`` triples: density-error percentage at most
-    max(2 x data, data + 1 point); per-level mean temperature profile within 0.3 °C RMS of the data's;
-    Bottom- and Deep-Water box T and S within 2 standard deviations of the data's; no missing or
-    non-finite value on any ocean cell; diversity at least 30% of the data's.
+    Every number comes from the report (nothing is recomputed); only the finiteness of the samples
+    is read from ``samples`` itself.
+
+    Parameters
+    ----------
+    rep : xoceandiff.report.Report
+        A report whose reference is the training data and which holds the sample set ``name``.
+    name : str
+        The sample set to judge.
+    samples : xarray.Dataset
+        That sample set's states.
+
+    Returns
+    -------
+    list of (str, bool, str)
+        ``(criterion, passed, measured)``: density-error percentage at most max(2 x data, data + 1
+        point); set-mean temperature profile within 0.3 °C RMS of the data's (the report's
+        ``profile_distance_toce``); Bottom- and Deep-Water box T and S within 2 standard deviations
+        of the data's; no missing or non-finite value on any ocean cell; temperature diversity at
+        least 30% of the data's.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> from xoceandiff.report import report
+    >>> data = xoceandiff.datasets.dino(n=4, resolution=4.0)
+    >>> checks = quality_checks(report(data, {"A copy": data}), "A copy", data)  # a copy passes every check
+    >>> len(checks), all(passed for _, passed, _ in checks)
+    (8, True)
     """
-    import dask
-
-    from .diagnostics import diagnostics, diversity
-
-    ref_metrics, smp_metrics, ref_div, smp_div = dask.compute(
-        diagnostics(reference), diagnostics(samples), diversity(reference), diversity(samples)
-    )
+    summary = rep.summary()
+    data, tested = summary.sel(set=rep.reference_name), summary.sel(set=name)
+    set_metrics = rep.set_metrics
     checks = []
-    data_err = float(ref_metrics.check_density.mean())
-    smp_err = float(smp_metrics.check_density.mean())
+    data_err, smp_err = float(data.check_density_mean), float(tested.check_density_mean)
     limit = max(2 * data_err, data_err + 1.0)
     checks.append(("density errors <= max(2 x data, data + 1 point)", smp_err <= limit,
                    f"{smp_err:.3f} % (data {data_err:.3f} %, limit {limit:.3f} %)"))
-    profile = smp_metrics.toce_profile.mean(smp_metrics.toce_profile.dims[0])
-    ref_profile = ref_metrics.toce_profile.mean(ref_metrics.toce_profile.dims[0])
-    rms = float(np.sqrt(np.nanmean((profile.values - ref_profile.values) ** 2)))
-    checks.append(("mean temperature profile within 0.3 degC RMS", rms <= 0.3, f"{rms:.3f} degC RMS"))
+    rms = float(set_metrics.profile_distance_toce.sel(set=name))
+    checks.append(("mean temperature profile within 0.3 degC RMS", rms <= PROFILE_RMS_LIMIT, f"{rms:.3f} degC RMS"))
     for box in ("BWbox_toce", "BWbox_soce", "DWbox_toce", "DWbox_soce"):
-        mean, std = float(ref_metrics[box].mean()), float(ref_metrics[box].std())
-        value = float(smp_metrics[box].mean())
-        checks.append((f"{box} within 2 std of the data", abs(value - mean) <= 2 * std,
+        mean, std = float(data[f"{box}_mean"]), float(data[f"{box}_std"])
+        value = float(tested[f"{box}_mean"])
+        checks.append((f"{box} within 2 std of the data", abs(value - mean) <= BOX_STD_LIMIT * std,
                        f"{value:.4f} (data {mean:.4f} +- {std:.4f})"))
-    ocean = reference.tmask.values
     finite = all(
-        bool(np.isfinite(samples[name].values[:, ocean] if samples[name].ndim == 4 else samples[name].values[:, ocean[0]]).all())
-        for name in ("toce", "soce", "ssh") if name in samples
+        bool(np.isfinite(samples[field].where(ocean_mask(samples, field), 0.0)).all())
+        for field in FIELDS if field in samples
     )
     checks.append(("no missing or non-finite value on ocean cells", finite, "all finite" if finite else "NaN/inf found"))
-    ratio = float(smp_div.diversity_toce) / float(ref_div.diversity_toce)
-    checks.append(("diversity >= 30% of the data's (temperature)", ratio >= 0.3, f"{100 * ratio:.0f} % of the data's"))
+    ratio = float(set_metrics.diversity_toce.sel(set=name)) / float(set_metrics.diversity_toce.sel(set=rep.reference_name))
+    checks.append(("diversity >= 30% of the data's (temperature)", ratio >= DIVERSITY_RATIO_LIMIT,
+                   f"{100 * ratio:.0f} % of the data's"))
     return checks
 
 
@@ -88,7 +117,7 @@ def run_demo(
     sampler = sampler or DEMO_SAMPLER
     steps = steps or (DEMO_STEPS if sampler != "ddpm" else 1000)
     model = bundled_model()
-    training = model.metadata.get("training", {})
+    training = model.card.training if model.card is not None else {}
     print(f"bundled model: '{model.config['preset']}' preset, {model.n_parameters / 1e6:.2f} M parameters, "
           f"trained {training.get('steps', '?')} steps on the {BUNDLED_RESOLUTION:g} degree DINO-like grid")
     data = xoceandiff.datasets.dino(n=DATA_SNAPSHOTS, resolution=BUNDLED_RESOLUTION, seed=0)
@@ -118,7 +147,7 @@ def run_demo(
 
     for label in ("Constraint", "Constraint + stability"):
         print(f"\nquality of the samples '{label}' against the training data:")
-        for criterion, passed, measured in quality_checks(data, sets[label]):
+        for criterion, passed, measured in quality_checks(rep, label, sets[label]):
             print(f"  [{'ok' if passed else 'FAIL'}] {criterion}: {measured}")
 
     print(f"\ndone in {time.perf_counter() - start:.0f} s (torch threads: {torch.get_num_threads()}). Outputs:")

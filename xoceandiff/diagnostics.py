@@ -5,8 +5,8 @@ dask-backed variables compute when the user asks (``.compute()``, ``.load()``, a
 cast to float64 before any arithmetic, so float32 model output and float64 references give the same
 answers.
 
-Per record (the *record dimension* is the one dimension of ``toce`` that is not ``z_c``, ``y_c`` or
-``x_c``: ``t`` for model output, ``sample`` for generated states):
+Per record (the *record dimension* is the one dimension of the fields that is not spatial, see
+``xoceandiff.canonical.record_dim``: ``t`` for model output, ``sample`` for generated states):
 
 ``check_density``
     Density errors (%), the paper's definition (Meunier et al. 2025, "Physical metrics"): potential
@@ -29,43 +29,128 @@ Per record (the *record dimension* is the one dimension of ``toce`` that is not 
 Across a set of records: :func:`diversity` (mean pairwise RMS distance between members) and
 :func:`profile_distance` (RMS difference of two sets' mean profiles).
 
-Depth is the level depth ``gdept_1d``, latitude is ``gphit``, the ocean is ``tmask``.
+Depth is the level depth ``gdept_1d``, latitude is ``gphit``, the ocean is ``tmask``; the record
+dimension, ocean mask, cell areas and volumes are ``xoceandiff.canonical``'s. :data:`METRICS` is
+the one table of every metric's label, display units and CF units: the ``units`` attributes here, the
+report's tables (:mod:`xoceandiff.report`) and the figures' axes (:mod:`xoceandiff.plotting`) read it.
+For the figures, :func:`surface_field`, :func:`zonal_mean` and :func:`unstable_column_counts` give the
+fields they draw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
 import xarray as xr
 
-from .conventions import DIMS, FIELDS
+from .canonical import (
+    HORIZONTAL_DIMS,
+    SPATIAL_DIMS,
+    X,
+    Y,
+    Z,
+    cell_area,
+    cell_volume,
+    cell_weights,
+    field_dims,
+    grid_variable,
+    ocean_mask,
+    record_dim,
+    stamp_history,
+)
+from .conventions import FIELDS
 from .eos import EOS_NAMES, potential_density
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 
 __all__ = [
-    "SPATIAL_DIMS",
+    "Metric",
+    "METRICS",
     "SCALAR_METRICS",
+    "SET_METRICS",
+    "SPATIAL_DIMS",
     "record_dim",
+    "record_labels",
     "box_masks",
     "unstable_interfaces",
+    "unstable_column_counts",
     "density_error_percent",
     "box_means",
     "horizontal_mean_profiles",
     "temperature_500m_30ns",
     "surface_means",
+    "surface_field",
+    "zonal_mean",
     "diversity",
     "profile_distance",
     "diagnostics",
 ]
 
-SPATIAL_DIMS: tuple[str, str, str] = (DIMS["Z"], DIMS["Y"], DIMS["X"])
-"""The spatial dimensions of a canonical 3-D field: ``("z_c", "y_c", "x_c")``."""
 
-_Z, _Y, _X = SPATIAL_DIMS
-_HORIZONTAL = (_Y, _X)
+@dataclass(frozen=True)
+class Metric:
+    """How one metric is named and measured: variable, short label, display units, CF units.
+
+    Attributes
+    ----------
+    name : str
+        The variable name in the datasets this module returns (``"BWbox_toce"``).
+    label : str
+        Short human label for table headers and figure axes (``"Bottom-Water T"``).
+    units : str
+        Units as printed in tables and on figures (``"°C"``).
+    cf_units : str
+        Units as written in the ``units`` attribute of files (``"degC"``, UDUNITS).
+
+    Examples
+    --------
+    >>> METRICS["BWbox_soce"].heading, METRICS["BWbox_soce"].cf_units
+    ('Bottom-Water S (g/kg)', 'g kg-1')
+    """
+
+    name: str
+    label: str
+    units: str
+    cf_units: str
+
+    @property
+    def heading(self) -> str:
+        """``"label (units)"``: a table header or an axis label."""
+        return f"{self.label} ({self.units})"
+
+
+_T_UNITS, _S_UNITS, _SSH_UNITS = (FIELDS[name].units for name in ("toce", "soce", "ssh"))
+
+# The one table of metric names, labels and units: the report's tables, the figures' axes and the
+# ``units`` attributes below all read it.
+METRICS: Mapping[str, Metric] = MappingProxyType(
+    {
+        metric.name: metric
+        for metric in (
+            Metric("check_density", "Density errors", "%", "%"),
+            Metric("BWbox_toce", "Bottom-Water T", "°C", _T_UNITS),
+            Metric("BWbox_soce", "Bottom-Water S", "g/kg", _S_UNITS),
+            Metric("DWbox_toce", "Deep-Water T", "°C", _T_UNITS),
+            Metric("DWbox_soce", "Deep-Water S", "g/kg", _S_UNITS),
+            Metric("temperature_500m_30NS", "T at 500 m, 30°S-30°N", "°C", _T_UNITS),
+            Metric("surface_toce", "Mean surface T", "°C", _T_UNITS),
+            Metric("surface_soce", "Mean surface S", "g/kg", _S_UNITS),
+            Metric("ssh_mean", "Mean ssh", "m", _SSH_UNITS),
+            Metric("ssh_std", "ssh spread (std)", "m", _SSH_UNITS),
+            Metric("toce_profile", "Horizontal-mean temperature", "°C", _T_UNITS),
+            Metric("soce_profile", "Horizontal-mean salinity", "g/kg", _S_UNITS),
+            Metric("diversity_toce", "Diversity T", "°C", _T_UNITS),
+            Metric("diversity_soce", "Diversity S", "g/kg", _S_UNITS),
+            Metric("diversity_ssh", "Diversity ssh", "m", _SSH_UNITS),
+            Metric("profile_distance_toce", "Profile distance T", "°C", _T_UNITS),
+            Metric("profile_distance_soce", "Profile distance S", "g/kg", _S_UNITS),
+        )
+    }
+)
+"""Every metric of this module by variable name: label, display units and CF units (:class:`Metric`)."""
 
 SCALAR_METRICS: tuple[str, ...] = (
     "check_density",
@@ -81,13 +166,18 @@ SCALAR_METRICS: tuple[str, ...] = (
 )
 """The per-record scalar variables of :func:`diagnostics`, in table order."""
 
+SET_METRICS: tuple[str, ...] = (
+    "diversity_toce",
+    "diversity_soce",
+    "diversity_ssh",
+    "profile_distance_toce",
+    "profile_distance_soce",
+)
+"""The metrics of a whole set (:func:`diversity`, :func:`profile_distance`), in table order."""
+
 TROPICS_LATITUDE = 30.0  # degrees: the boxes' latitude limit
 DEEP_WATER_TOP = 500.0  # m: top of the Deep-Water box
 TARGET_DEPTH_500M = 500.0  # m: the level of temperature_500m_30NS
-
-_T_UNITS = FIELDS["toce"].units
-_S_UNITS = FIELDS["soce"].units
-_SSH_UNITS = FIELDS["ssh"].units
 
 EosName = Literal["teos10-poly", "seos"]
 
@@ -95,93 +185,23 @@ EosName = Literal["teos10-poly", "seos"]
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def record_dim(ds: xr.Dataset | xr.DataArray) -> str:
-    """The record dimension: the one dimension of ``toce`` that is not spatial.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset or xarray.DataArray
-        A canonical dataset (its ``toce`` is used) or a 3-D field with one record dimension.
-
-    Returns
-    -------
-    str
-        ``"t"`` for model output, ``"sample"`` for generated states, whatever the dimension is called.
-
-    Raises
-    ------
-    MissingVariableError
-        A Dataset without ``toce``.
-    InvalidDataError
-        ``toce`` has no record dimension, or more than one.
-
-    Examples
-    --------
-    >>> import xoceandiff
-    >>> record_dim(xoceandiff.datasets.dino(n=2, resolution=4.0))
-    't'
-    """
-    field = _variable(ds, "toce") if isinstance(ds, xr.Dataset) else ds
-    others = [str(d) for d in field.dims if d not in SPATIAL_DIMS]
-    if len(others) != 1:
-        name = field.name if field.name is not None else "the field"
-        hint = (
-            f"add one with {name}.expand_dims('sample')"
-            if not others
-            else "select or stack the extra dimensions first (e.g. .stack(record=[...]))"
-        )
-        raise InvalidDataError(
-            f"{name}: expected exactly one record dimension besides {SPATIAL_DIMS}, "
-            f"found dims {tuple(field.dims)}; {hint}."
-        )
-    return others[0]
-
-
-def _variable(ds: xr.Dataset, name: str, *alternatives: str) -> xr.DataArray:
-    """``ds[name]`` (data variable or coordinate), or the first alternative present, else a clear error."""
-    for candidate in (name, *alternatives):
-        if candidate in ds.variables:
-            return ds[candidate]
-    tried = " or ".join(repr(n) for n in (name, *alternatives))
-    raise MissingVariableError(
-        f"the dataset has no {tried}; the diagnostics need the fields toce, soce (ssh optional) and the "
-        "grid variables tmask, e1t, e2t, e3t, gdept_1d, gphit. Open NEMO output with "
-        "xoceandiff.open_nemo(..., mesh_mask=...) so that the grid comes with the fields."
-    )
-
-
 def _field(ds: xr.Dataset, name: str) -> xr.DataArray:
-    """A field without its (grid) coordinates, as float64, lazily."""
-    return _variable(ds, name).reset_coords(drop=True).astype(np.float64)
-
-
-def _static(da: xr.DataArray) -> xr.DataArray:
-    """A grid variable reduced to its dimension coordinates."""
-    return da.reset_coords(drop=True)
-
-
-def _ocean(ds: xr.Dataset) -> xr.DataArray:
-    """The 3-D ocean mask (bool, z_c, y_c, x_c)."""
-    return _static(_variable(ds, "tmask")).astype(bool)
-
-
-def _area(ds: xr.Dataset) -> xr.DataArray:
-    """Horizontal cell area e1t * e2t (m2)."""
-    return _static(_variable(ds, "e1t")).astype(np.float64) * _static(_variable(ds, "e2t"))
-
-
-def _volume(ds: xr.Dataset) -> xr.DataArray:
-    """Ocean cell volumes e1t * e2t * e3t * tmask (m3), zero on land."""
-    e3t = _static(_variable(ds, "e3t", "e3t_0")).astype(np.float64)
-    return (_area(ds) * e3t).where(_ocean(ds), 0.0)
+    """Field ``name`` without its (grid) coordinates, as float64, lazily; a clear error when absent."""
+    if name not in ds.variables:
+        raise MissingVariableError(
+            f"the dataset has no {name!r}; the diagnostics need the fields toce, soce (ssh optional) and the "
+            "grid variables tmask, e1t, e2t, e3t, gdept_1d, gphit. Open NEMO output with "
+            "xoceandiff.open_nemo(..., mesh_mask=...) so that the grid comes with the fields."
+        )
+    return ds[name].reset_coords(drop=True).astype(np.float64)
 
 
 def _depth(ds: xr.Dataset) -> xr.DataArray:
-    return _static(_variable(ds, "gdept_1d")).astype(np.float64)
+    return grid_variable(ds, "gdept_1d").astype(np.float64)
 
 
 def _latitude(ds: xr.Dataset) -> xr.DataArray:
-    return _static(_variable(ds, "gphit")).astype(np.float64)
+    return grid_variable(ds, "gphit").astype(np.float64)
 
 
 def _weighted_mean(field: xr.DataArray, weights: xr.DataArray, dims: Sequence[str]) -> xr.DataArray:
@@ -218,6 +238,31 @@ def _with_record_coord(result: xr.Dataset | xr.DataArray, ds: xr.Dataset, rdim: 
     return result
 
 
+def record_labels(ds: xr.Dataset, rdim: Hashable | None = None) -> list[str]:
+    """Printable labels of the records: dates as YYYY-MM-DD, else the coordinate values, else indices.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A canonical dataset.
+    rdim : str, optional
+        The record dimension; default :func:`record_dim` of ``ds``.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> record_labels(xoceandiff.datasets.dino(n=2, resolution=4.0))
+    ['2000-01-06', '2000-01-16']
+    """
+    rdim = record_dim(ds) if rdim is None else rdim
+    if rdim in ds.coords:
+        values = ds[rdim].values
+        if np.issubdtype(values.dtype, np.datetime64):
+            return [str(v)[:10] if str(v).endswith("T00:00:00.000000000") else str(v) for v in values]
+        return [str(v) for v in values]
+    return [str(i) for i in range(ds.sizes[rdim])]
+
+
 # --- masks -----------------------------------------------------------------------------------------
 
 
@@ -245,7 +290,7 @@ def box_masks(ds: xr.Dataset, *, depth_box: float = 1500.0) -> xr.Dataset:
     False
     """
     depth_box = _check_depth_box(depth_box)
-    ocean = _ocean(ds)
+    ocean = ocean_mask(ds)
     depth = _depth(ds)
     tropics = abs(_latitude(ds)) < TROPICS_LATITUDE
     bottom = ocean & ~((depth < depth_box) & tropics)
@@ -295,9 +340,9 @@ def unstable_interfaces(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.D
     _check_eos(eos)
     rdim = record_dim(ds)
     rho = potential_density(_field(ds, "toce"), _field(ds, "soce"), eos=eos)
-    ocean = _ocean(ds)
-    both_ocean = (ocean & ocean.shift({_Z: 1}, fill_value=False)).isel({_Z: slice(1, None)})
-    lighter_below = rho.diff(_Z, label="upper") < 0  # rho[k+1] - rho[k], labelled k+1
+    ocean = ocean_mask(ds)
+    both_ocean = (ocean & ocean.shift({Z: 1}, fill_value=False)).isel({Z: slice(1, None)})
+    lighter_below = rho.diff(Z, label="upper") < 0  # rho[k+1] - rho[k], labelled k+1
     unstable = (lighter_below & both_ocean).transpose(rdim, *SPATIAL_DIMS)
     unstable = _with_record_coord(unstable, ds, rdim).rename("unstable")
     unstable.attrs = {
@@ -305,6 +350,36 @@ def unstable_interfaces(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.D
         "eos": eos,
     }
     return unstable
+
+
+def unstable_column_counts(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.DataArray:
+    """Where the density errors are: the mean number of unstable interfaces per column over the records.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Canonical dataset with ``toce``, ``soce`` and ``tmask``.
+    eos : {"teos10-poly", "seos"}, default "teos10-poly"
+        Equation of state of the potential density.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``unstable_interfaces_per_column`` (y_c, x_c): the record mean of :func:`unstable_interfaces`
+        summed over the column; NaN on land. Lazy.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> counts = unstable_column_counts(xoceandiff.datasets.dino(n=2, resolution=4.0))
+    >>> counts.dims, float(counts.max())
+    (('y_c', 'x_c'), 0.0)
+    """
+    rdim = record_dim(ds)
+    counts = unstable_interfaces(ds, eos=eos).sum(Z).mean(rdim).reset_coords(drop=True)
+    counts = counts.where(ocean_mask(ds, "ssh")).rename("unstable_interfaces_per_column")
+    counts.attrs = {"long_name": "Unstable interfaces per column, mean over records", "units": "1", "eos": eos}
+    return counts
 
 
 def density_error_percent(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.DataArray:
@@ -333,15 +408,15 @@ def density_error_percent(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr
     [0.0, 0.0]
     """
     rdim = record_dim(ds)
-    volume = _volume(ds)
+    volume = cell_volume(ds)
     unstable = unstable_interfaces(ds, eos=eos).reset_coords(drop=True)
-    unstable_volume = (unstable * volume.isel({_Z: slice(1, None)})).sum(SPATIAL_DIMS)
+    unstable_volume = (unstable * volume.isel({Z: slice(1, None)})).sum(SPATIAL_DIMS)
     result = 100.0 * unstable_volume / volume.sum()
     result = _with_record_coord(result, ds, rdim).rename("check_density")
     result.attrs = {
         "long_name": "Density errors: volume of statically unstable cells (potential density "
         "decreasing downward) as a percentage of the ocean volume",
-        "units": "%",
+        "units": METRICS["check_density"].cf_units,
         "eos": eos,
     }
     return result
@@ -371,7 +446,7 @@ def box_means(ds: xr.Dataset, *, depth_box: float = 1500.0) -> xr.Dataset:
     """
     rdim = record_dim(ds)
     boxes = box_masks(ds, depth_box=depth_box)
-    volume = _volume(ds)
+    volume = cell_volume(ds)
     out = {}
     described = {
         "BWbox": f"Bottom-Water box (not depth < {boxes.depth_box:g} m and |lat| < 30)",
@@ -379,10 +454,11 @@ def box_means(ds: xr.Dataset, *, depth_box: float = 1500.0) -> xr.Dataset:
     }
     for box, words in described.items():
         weights = volume.where(boxes[box], 0.0)
-        for name, label, units in (("toce", "temperature", _T_UNITS), ("soce", "salinity", _S_UNITS)):
+        for name, label in (("toce", "temperature"), ("soce", "salinity")):
             mean = _weighted_mean(_field(ds, name), weights, SPATIAL_DIMS)
-            mean.attrs = {"long_name": f"Mean {label} of the {words}, volume-weighted", "units": units}
-            out[f"{box}_{name}"] = mean
+            metric = METRICS[f"{box}_{name}"]
+            mean.attrs = {"long_name": f"Mean {label} of the {words}, volume-weighted", "units": metric.cf_units}
+            out[metric.name] = mean
     return _with_record_coord(xr.Dataset(out, attrs={"depth_box": boxes.depth_box}), ds, rdim)
 
 
@@ -408,13 +484,17 @@ def horizontal_mean_profiles(ds: xr.Dataset) -> xr.Dataset:
     {'t': 2, 'z_c': 36}
     """
     rdim = record_dim(ds)
-    weights = _area(ds).where(_ocean(ds), 0.0)
+    weights = cell_area(ds).where(ocean_mask(ds), 0.0)
     out = {}
-    for name, label, units in (("toce", "temperature", _T_UNITS), ("soce", "salinity", _S_UNITS)):
-        profile = _weighted_mean(_field(ds, name), weights, _HORIZONTAL).transpose(rdim, _Z)
-        profile.attrs = {"long_name": f"Horizontal mean {label} per level, area-weighted over ocean", "units": units}
-        out[f"{name}_profile"] = profile
-    result = xr.Dataset(out).assign_coords(gdept_1d=_variable(ds, "gdept_1d").reset_coords(drop=True))
+    for name, label in (("toce", "temperature"), ("soce", "salinity")):
+        profile = _weighted_mean(_field(ds, name), weights, HORIZONTAL_DIMS).transpose(rdim, Z)
+        metric = METRICS[f"{name}_profile"]
+        profile.attrs = {
+            "long_name": f"Horizontal mean {label} per level, area-weighted over ocean",
+            "units": metric.cf_units,
+        }
+        out[metric.name] = profile
+    result = xr.Dataset(out).assign_coords(gdept_1d=grid_variable(ds, "gdept_1d"))
     return _with_record_coord(result, ds, rdim)
 
 
@@ -451,14 +531,14 @@ def temperature_500m_30ns(ds: xr.Dataset) -> xr.DataArray:
     rdim = record_dim(ds)
     k = _level_nearest(ds, TARGET_DEPTH_500M)
     tropics = abs(_latitude(ds)) <= TROPICS_LATITUDE
-    weights = _volume(ds).isel({_Z: k}, drop=True).where(tropics, 0.0)
-    result = _weighted_mean(_field(ds, "toce").isel({_Z: k}, drop=True), weights, _HORIZONTAL)
+    weights = cell_volume(ds).isel({Z: k}, drop=True).where(tropics, 0.0)
+    result = _weighted_mean(_field(ds, "toce").isel({Z: k}, drop=True), weights, HORIZONTAL_DIMS)
     result = _with_record_coord(result, ds, rdim).rename("temperature_500m_30NS")
     level_depth = float(_depth(ds).values[k])
     result.attrs = {
         "long_name": f"Mean temperature at {level_depth:.1f} m (level nearest 500 m) between 30S "
         "and 30N, volume-weighted",
-        "units": _T_UNITS,
+        "units": METRICS["temperature_500m_30NS"].cf_units,
         "level_index": k,
         "level_depth": level_depth,
     }
@@ -487,22 +567,60 @@ def surface_means(ds: xr.Dataset) -> xr.Dataset:
     ['ssh_mean', 'ssh_std', 'surface_soce', 'surface_toce']
     """
     rdim = record_dim(ds)
-    weights = _area(ds).where(_ocean(ds).isel({_Z: 0}, drop=True), 0.0)
+    weights = cell_area(ds).where(ocean_mask(ds, "ssh"), 0.0)
     out = {}
-    for name, label, units in (("toce", "temperature", _T_UNITS), ("soce", "salinity", _S_UNITS)):
-        mean = _weighted_mean(_field(ds, name).isel({_Z: 0}, drop=True), weights, _HORIZONTAL)
-        mean.attrs = {"long_name": f"Mean surface {label}, area-weighted", "units": units}
-        out[f"surface_{name}"] = mean
+    for name, label in (("toce", "temperature"), ("soce", "salinity")):
+        mean = _weighted_mean(_field(ds, name).isel({Z: 0}, drop=True), weights, HORIZONTAL_DIMS)
+        metric = METRICS[f"surface_{name}"]
+        mean.attrs = {"long_name": f"Mean surface {label}, area-weighted", "units": metric.cf_units}
+        out[metric.name] = mean
     if "ssh" in ds.variables:
         ssh = _field(ds, "ssh")
-        mean = _weighted_mean(ssh, weights, _HORIZONTAL)
-        variance = _weighted_mean((ssh - mean) ** 2, weights, _HORIZONTAL)
-        out["ssh_mean"] = mean.assign_attrs(long_name="Mean sea surface height, area-weighted", units=_SSH_UNITS)
+        mean = _weighted_mean(ssh, weights, HORIZONTAL_DIMS)
+        variance = _weighted_mean((ssh - mean) ** 2, weights, HORIZONTAL_DIMS)
+        out["ssh_mean"] = mean.assign_attrs(
+            long_name="Mean sea surface height, area-weighted", units=METRICS["ssh_mean"].cf_units
+        )
         out["ssh_std"] = np.sqrt(variance).assign_attrs(
             long_name="Standard deviation of sea surface height over the ocean, area-weighted",
-            units=_SSH_UNITS,
+            units=METRICS["ssh_std"].cf_units,
         )
     return _with_record_coord(xr.Dataset(out), ds, rdim)
+
+
+def surface_field(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """Field ``name`` at the surface (the top level of a 3-D field), float64, NaN on land, lazily.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> surface_field(xoceandiff.datasets.dino(n=2, resolution=4.0), "toce").dims
+    ('t', 'y_c', 'x_c')
+    """
+    surface = _field(ds, name).isel({Z: 0}, missing_dims="ignore", drop=True)
+    return surface.where(ocean_mask(ds, "ssh"))
+
+
+def zonal_mean(ds: xr.Dataset, name: str = "toce") -> xr.DataArray:
+    """Zonal mean of the set-mean state of a 3-D field: the record mean averaged along x over ocean cells.
+
+    Weighted by the cell area ``e1t * e2t``; NaN where a row of a level has no ocean.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``<name>_zonal_mean`` on (z_c, y_c), lazy.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> zonal_mean(xoceandiff.datasets.dino(n=2, resolution=4.0)).dims
+    ('z_c', 'y_c')
+    """
+    rdim = record_dim(ds)
+    weights = cell_area(ds).where(ocean_mask(ds, name), 0.0)
+    mean_state = _field(ds, name).mean(rdim)
+    return _weighted_mean(mean_state, weights, (X,)).transpose(Z, Y).rename(f"{name}_zonal_mean")
 
 
 def diagnostics(ds: xr.Dataset, *, eos: EosName = "teos10-poly", depth_box: float = 1500.0) -> xr.Dataset:
@@ -558,7 +676,7 @@ def diagnostics(ds: xr.Dataset, *, eos: EosName = "teos10-poly", depth_box: floa
     out = xr.merge(parts, combine_attrs="drop_conflicts")
     ordered = [name for name in SCALAR_METRICS if name in out] + ["toce_profile", "soce_profile"]
     out = out[ordered]
-    out.attrs = _history(
+    out.attrs = stamp_history(
         {k: v for k, v in ds.attrs.items() if k in ("title", "source", "history")},
         f"xoceandiff.diagnostics(eos={eos!r}, depth_box={depth_box:g})",
     )
@@ -567,22 +685,6 @@ def diagnostics(ds: xr.Dataset, *, eos: EosName = "teos10-poly", depth_box: floa
 
 
 # --- metrics of a set ------------------------------------------------------------------------------
-
-
-def _history(attrs: dict, line: str) -> dict:
-    attrs = dict(attrs)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    previous = attrs.get("history")
-    attrs["history"] = f"{stamp} {line}" + (f"\n{previous}" if previous else "")
-    return attrs
-
-
-def _field_weights(ds: xr.Dataset, name: str) -> tuple[xr.DataArray, tuple[str, ...]]:
-    """Cell weights of a field (volume for 3-D, surface area for 2-D), zero on land; and its spatial dims."""
-    dims = tuple(d for d in SPATIAL_DIMS if d in _variable(ds, name).dims)
-    if _Z in dims:
-        return _volume(ds), dims
-    return _area(ds).where(_ocean(ds).isel({_Z: 0}, drop=True), 0.0), dims
 
 
 def diversity(ds: xr.Dataset, *, fields: Sequence[str] = ("toce", "soce", "ssh")) -> xr.Dataset:
@@ -629,11 +731,14 @@ def diversity(ds: xr.Dataset, *, fields: Sequence[str] = ("toce", "soce", "ssh")
     upper = xr.DataArray(np.triu(np.ones((n, n)), k=1), dims=(rdim, other))
     out = {}
     for name in fields:
+        if name not in FIELDS:
+            raise InvalidDataError(f"fields: expected names among {tuple(FIELDS)}, found {name!r}.")
         if name not in ds.variables:
-            if name == "ssh":
+            if name == "ssh":  # optional in a canonical dataset
                 continue
-            _variable(ds, name)  # raises a clear MissingVariableError
-        weights, dims = _field_weights(ds, name)
+            _field(ds, name)  # raises a clear MissingVariableError
+        dims = field_dims(name)
+        weights = cell_weights(ds, name)
         weights = weights / weights.sum()
         x = _field(ds, name).drop_vars(rdim, errors="ignore")
         x = (x - x.mean(rdim)).where(weights > 0, 0.0)
@@ -643,12 +748,11 @@ def diversity(ds: xr.Dataset, *, fields: Sequence[str] = ("toce", "soce", "ssh")
         squared = norms + norms.rename({rdim: other}) - 2.0 * gram
         distances = np.sqrt(squared.clip(min=0.0))
         mean = (distances * upper).sum((rdim, other)) / (n * (n - 1) / 2)
-        spec = FIELDS.get(name)
         mean.attrs = {
             "long_name": f"Mean pairwise RMS distance between members ({name}), "
-            + ("volume" if _Z in dims else "area")
+            + ("volume" if Z in dims else "area")
             + "-weighted over ocean cells",
-            "units": spec.units if spec else _variable(ds, name).attrs.get("units", ""),
+            "units": METRICS[f"diversity_{name}"].cf_units,
         }
         out[f"diversity_{name}"] = mean
     return xr.Dataset(out, attrs={"n_records": n})
@@ -695,39 +799,29 @@ def profile_distance(
     """
     if vertical_weight not in ("level", "volume"):
         raise InvalidDataError(f"vertical_weight: expected 'level' or 'volume', found {vertical_weight!r}.")
-    if samples.sizes.get(_Z) != reference.sizes.get(_Z):
+    if samples.sizes.get(Z) != reference.sizes.get(Z):
         raise GridMismatchError(
-            f"{_Z}: samples have {samples.sizes.get(_Z)} levels, the reference {reference.sizes.get(_Z)}; "
+            f"{Z}: samples have {samples.sizes.get(Z)} levels, the reference {reference.sizes.get(Z)}; "
             "compare sets on the same vertical grid (interpolate one onto the other first)."
         )
     profiles = []
     for ds in (samples, reference):
         rdim = record_dim(ds)
         profiles.append(horizontal_mean_profiles(ds).drop_vars(["gdept_1d", rdim], errors="ignore").mean(rdim))
-    wet = _ocean(samples).any(_HORIZONTAL).values & _ocean(reference).any(_HORIZONTAL).values
+    wet = ocean_mask(samples).any(HORIZONTAL_DIMS).values & ocean_mask(reference).any(HORIZONTAL_DIMS).values
     if vertical_weight == "level":
-        level_weights = xr.DataArray(wet.astype(np.float64), dims=_Z)
+        level_weights = xr.DataArray(wet.astype(np.float64), dims=Z)
     else:
-        level_weights = _volume(reference).sum(_HORIZONTAL).drop_vars(_Z, errors="ignore")
-        level_weights = level_weights.where(xr.DataArray(wet, dims=_Z), 0.0)
+        level_weights = cell_volume(reference).sum(HORIZONTAL_DIMS).drop_vars(Z, errors="ignore")
+        level_weights = level_weights.where(xr.DataArray(wet, dims=Z), 0.0)
     out = {}
-    for name, units in (("toce", _T_UNITS), ("soce", _S_UNITS)):
-        difference = (profiles[0][f"{name}_profile"] - profiles[1][f"{name}_profile"]).drop_vars(_Z, errors="ignore")
-        rms = np.sqrt(_weighted_mean(difference**2, level_weights, (_Z,)))
+    for name in ("toce", "soce"):
+        difference = (profiles[0][f"{name}_profile"] - profiles[1][f"{name}_profile"]).drop_vars(Z, errors="ignore")
+        rms = np.sqrt(_weighted_mean(difference**2, level_weights, (Z,)))
         rms.attrs = {
             "long_name": f"RMS difference of the set-mean horizontal-mean {name} profiles "
             f"({vertical_weight}-weighted over wet levels)",
-            "units": units,
+            "units": METRICS[f"profile_distance_{name}"].cf_units,
         }
         out[f"profile_distance_{name}"] = rms
     return xr.Dataset(out, attrs={"vertical_weight": vertical_weight})
-
-
-def _record_labels(ds: xr.Dataset, rdim: Hashable) -> list[str]:  # used by report and plotting
-    """Printable labels of the records (dates as YYYY-MM-DD, else the coordinate values, else indices)."""
-    if rdim in ds.coords:
-        values = ds[rdim].values
-        if np.issubdtype(values.dtype, np.datetime64):
-            return [str(v)[:10] if str(v).endswith("T00:00:00.000000000") else str(v) for v in values]
-        return [str(v) for v in values]
-    return [str(i) for i in range(ds.sizes[rdim])]

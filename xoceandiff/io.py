@@ -93,7 +93,7 @@ def _netcdf_attr(value: Any) -> Any:
 
 
 def _global_attrs(ds: xr.Dataset, line: str) -> dict[str, Any]:
-    from . import __version__
+    from .version import __version__
 
     attrs = {k: _netcdf_attr(v) for k, v in ds.attrs.items()}
     attrs = {k: v for k, v in attrs.items() if v is not None}

@@ -184,32 +184,7 @@ class Denoiser(torch.nn.Module):
             self.register_buffer("space_offset", torch.zeros(channels, *size))
             self.register_buffer("space_scale", torch.ones(channels, 1, 1))
 
-        if net is not None:
-            if unet_kwargs is not None:
-                raise InvalidDataError(
-                    "unet_kwargs configure the built-in U-Net and cannot apply to a custom net=; "
-                    "give one or the other"
-                )
-            if not isinstance(net, torch.nn.Module):
-                raise InvalidDataError(
-                    f"net must be a torch.nn.Module called as net(x, timesteps); "
-                    f"found {type(net).__name__}"
-                )
-            resolved = None
-            preset_name = None
-            network = f"{type(net).__module__}.{type(net).__qualname__}"
-        else:
-            resolved = _resolve_unet_kwargs(preset, unet_kwargs)
-            _check_unet_fits(resolved, size)
-            preset_name = preset
-            network = None
-            net = UNet2DModel(
-                in_channels=channels,
-                out_channels=channels,
-                sample_size=size,
-                **copy.deepcopy(resolved),
-            )
-
+        net, resolved, preset_name, network = build_network(channels, size, preset, unet_kwargs, net)
         self.net = net
         # Stored in the form JSON gives back, so that a loaded model's config compares equal.
         self._config: dict[str, Any] = json_roundtrip(
@@ -516,6 +491,32 @@ def load_model(
 
 # ------------------------------------------------------------------------------------------------
 # helpers
+
+
+def build_network(
+    channels: int,
+    size: tuple[int, int],
+    preset: str,
+    unet_kwargs: Mapping[str, Any] | None,
+    net: torch.nn.Module | None,
+) -> tuple[torch.nn.Module, dict[str, Any] | None, str | None, str | None]:
+    """The network, its full UNet2DModel arguments, preset name and (custom net) class name.
+
+    A custom ``net`` is checked and kept; otherwise a ``UNet2DModel`` of ``preset`` (with ``unet_kwargs``
+    overrides) is built for ``channels`` on a ``size`` plane.
+    """
+    if net is None:
+        resolved = _resolve_unet_kwargs(preset, unet_kwargs)
+        _check_unet_fits(resolved, size)
+        unet = UNet2DModel(in_channels=channels, out_channels=channels, sample_size=size, **copy.deepcopy(resolved))
+        return unet, resolved, preset, None
+    if unet_kwargs is not None:
+        raise InvalidDataError(
+            "unet_kwargs configure the built-in U-Net and cannot apply to a custom net=; give one or the other"
+        )
+    if not isinstance(net, torch.nn.Module):
+        raise InvalidDataError(f"net must be a torch.nn.Module called as net(x, timesteps); found {type(net).__name__}")
+    return net, None, None, f"{type(net).__module__}.{type(net).__qualname__}"
 
 
 def _check_channels(channels: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -216,6 +217,15 @@ def _grid_coordinates(grid: xr.Dataset) -> dict[str, xr.DataArray]:
             grid_vars[name] = grid[source].reset_coords(drop=True)
     if "e3t" not in grid_vars and "e3t_1d" in grid.variables:
         grid_vars["e3t"] = grid["e3t_1d"].broadcast_like(grid["tmask"]).reset_coords(drop=True)
+    if "gdept_1d" not in grid_vars and "e3t_1d" in grid.variables:
+        # A domain_cfg.nc has thicknesses but no depths: put T points mid-cell below the W level above.
+        warnings.warn(
+            "gdept_1d: the grid file has no T-level depths; using mid-cell depths from e3t_1d (NEMO's analytic "
+            "levels can sit a few % off mid-cell). Pass the mesh_mask.nc for NEMO's own depths.",
+            stacklevel=3,
+        )
+        e3t_1d = grid["e3t_1d"].reset_coords(drop=True)
+        grid_vars["gdept_1d"] = e3t_1d.cumsum("z_c") - 0.5 * e3t_1d
     for required in ("e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit"):
         if required not in grid_vars:
             raise MissingVariableError(

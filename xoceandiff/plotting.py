@@ -20,20 +20,20 @@ import dask
 import numpy as np
 import xarray as xr
 
+from .atomic import atomic_path
+from .canonical import HORIZONTAL_DIMS, X, Z, ocean_mask, record_dim
 from .diagnostics import (
+    METRICS,
     SCALAR_METRICS,
     EosName,
-    _area,
-    _field,
-    _ocean,
-    _record_labels,
     diagnostics,
     horizontal_mean_profiles,
-    record_dim,
-    unstable_interfaces,
+    record_labels,
+    surface_field,
+    unstable_column_counts,
+    zonal_mean,
 )
-from .errors import InvalidDataError
-from .io import atomic_path
+from .errors import InvalidDataError, MissingDependencyError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -64,23 +64,11 @@ _SET_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "
 _LAND_COLOR = "0.8"
 _DEPTH_TICKS = (0, 100, 250, 500, 1000, 1500, 2000, 3000, 4000)
 
+# Map titles and colour maps; the units are those of the metrics table (a field's own display units).
 _FIELD_STYLE = {
-    "toce": ("Surface temperature", "°C", "RdYlBu_r"),
-    "soce": ("Surface salinity", "g/kg", "viridis"),
-    "ssh": ("Sea surface height", "m", "RdBu_r"),
-}
-
-_METRIC_LABELS = {
-    "check_density": ("Density errors", "%"),
-    "BWbox_toce": ("Bottom-Water T", "°C"),
-    "BWbox_soce": ("Bottom-Water S", "g/kg"),
-    "DWbox_toce": ("Deep-Water T", "°C"),
-    "DWbox_soce": ("Deep-Water S", "g/kg"),
-    "temperature_500m_30NS": ("T at 500 m, 30°S-30°N", "°C"),
-    "surface_toce": ("Mean surface T", "°C"),
-    "surface_soce": ("Mean surface S", "g/kg"),
-    "ssh_mean": ("Mean ssh", "m"),
-    "ssh_std": ("ssh spread (std)", "m"),
+    "toce": ("Surface temperature", METRICS["surface_toce"].units, "RdYlBu_r"),
+    "soce": ("Surface salinity", METRICS["surface_soce"].units, "viridis"),
+    "ssh": ("Sea surface height", METRICS["ssh_mean"].units, "RdBu_r"),
 }
 
 
@@ -89,7 +77,7 @@ def _figure(**kwargs: Any) -> Figure:
     try:
         from matplotlib.figure import Figure
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             "xoceandiff.plotting needs matplotlib: pip install 'xoceandiff[plot]' (or pip install matplotlib)."
         ) from err
     return Figure(**kwargs)
@@ -119,7 +107,8 @@ def _depth_axis(ax: Any, max_depth: float) -> None:
 
 
 def _wet_levels(ds: xr.Dataset) -> np.ndarray:
-    return np.asarray(_ocean(ds).any(("y_c", "x_c")).values)
+    """Which levels hold any ocean (the depth axes stop at the deepest)."""
+    return np.asarray(ocean_mask(ds).any(HORIZONTAL_DIMS).values)
 
 
 # --- individual figures ----------------------------------------------------------------------------
@@ -163,19 +152,12 @@ def plot_surface_maps(
     for name, ds in sets.items():
         rdim = record_dim(ds)
         k = min(n_maps, ds.sizes[rdim])
-        labels = _record_labels(ds, rdim)
+        labels = record_labels(ds, rdim)
         if not np.issubdtype(ds[rdim].dtype if rdim in ds.coords else np.dtype(int), np.datetime64):
             labels = [f"{rdim} {label}" for label in labels]
         for i in range(k):
             columns.append((name, ds, i, labels[i]))
-            lazy.append(
-                {
-                    f: _field(ds, f).isel({rdim: i}).isel({"z_c": 0}, missing_dims="ignore").where(
-                        _ocean(ds).isel(z_c=0, drop=True)
-                    )
-                    for f in fields
-                }
-            )
+            lazy.append({f: surface_field(ds, f).isel({rdim: i}) for f in fields})
     (values,) = dask.compute(lazy)
 
     ncol, nrow = len(columns), len(fields)
@@ -209,15 +191,8 @@ def plot_surface_maps(
 
 
 def _zonal_mean_temperature(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
-    """Record-mean temperature averaged along x over ocean cells (weights e1t), and the latitude of each row."""
-    rdim = record_dim(ds)
-    ocean = _ocean(ds)
-    weights = _area(ds).where(ocean, 0.0)
-    t = _field(ds, "toce").mean(rdim).where(ocean, 0.0)
-    total = weights.sum("x_c")
-    zonal = (t * weights).sum("x_c") / total.where(total > 0)
-    latitude = ds.gphit.reset_coords(drop=True).mean("x_c")
-    return zonal, latitude
+    """The set-mean zonal-mean temperature section, and the latitude of each row to draw it against."""
+    return zonal_mean(ds, "toce"), ds.gphit.reset_coords(drop=True).mean(X)
 
 
 def plot_zonal_sections(sets: Mapping[str, xr.Dataset]) -> Figure:
@@ -339,13 +314,13 @@ def plot_profiles(sets: Mapping[str, xr.Dataset]) -> Figure:
     axes = fig.subplots(2, 2, sharey=True)
     variables = ("toce_profile", "soce_profile")
     ref_mean = {
-        var: values[reference][var].transpose(record_dim(ref_ds), "z_c").values[:, wet].mean(axis=0)
+        var: values[reference][var].transpose(record_dim(ref_ds), Z).values[:, wet].mean(axis=0)
         for var in variables
     }
     for name in names:
         rdim = record_dim(sets[name])
         for col, var in enumerate(variables):
-            p = values[name][var].transpose(rdim, "z_c").values[:, wet]
+            p = values[name][var].transpose(rdim, Z).values[:, wet]
             for row, offset in enumerate((0.0, ref_mean[var])):
                 ax = axes[row, col]
                 q = p - offset
@@ -418,8 +393,7 @@ def plot_metric_histograms(metrics: Mapping[str, xr.Dataset]) -> Figure:
         for s, a in arrays.items():
             ax.hist(a[np.isfinite(a)], bins=bins, color=colors[s], alpha=0.5, label=s,
                     histtype="stepfilled", edgecolor=colors[s])
-        title, units = _METRIC_LABELS.get(metric, (metric, ""))
-        ax.set_xlabel(f"{title} ({units})")
+        ax.set_xlabel(METRICS[metric].heading)
         ax.set_ylabel("Records")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -455,12 +429,7 @@ def plot_density_error_map(sets: Mapping[str, xr.Dataset], *, eos: EosName = "te
     2
     """
     _check_sets(sets)
-    lazy = {}
-    for name, ds in sets.items():
-        rdim = record_dim(ds)
-        counts = unstable_interfaces(ds, eos=eos).sum("z_c").mean(rdim)
-        lazy[name] = counts.reset_coords(drop=True).where(_ocean(ds).isel(z_c=0, drop=True))
-    (values,) = dask.compute(lazy)
+    (values,) = dask.compute({name: unstable_column_counts(ds, eos=eos) for name, ds in sets.items()})
     vmax = max(float(np.nanmax(v.values)) if np.isfinite(v.values).any() else 0.0 for v in values.values())
     vmax = vmax if vmax > 0 else 1.0
     ncol = len(values)

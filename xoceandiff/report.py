@@ -6,58 +6,49 @@ computation for all of them), plus each set's :func:`~xoceandiff.diagnostics.div
 
 - the paper's table (rows: the reference, then each sample set; columns Bottom-Water S, T |
   Deep-Water S, T | Density errors; cells "mean ± std" over the records) and a second table of set
-  metrics, as Markdown (:meth:`Report.to_markdown`) and LaTeX (:meth:`Report.to_latex`);
-- the per-record metrics as CSV (:meth:`Report.to_csv`) and NetCDF (:meth:`Report.to_netcdf`).
+  metrics, as pandas DataFrames (:meth:`Report.paper_table`, :meth:`Report.set_table`), Markdown
+  (:meth:`Report.to_markdown`) and LaTeX (:meth:`Report.to_latex`, pandas' Styler);
+- the per-record metrics as CSV (:meth:`Report.to_csv`, pandas) and NetCDF (:meth:`Report.to_netcdf`).
 
-Files are written atomically (:mod:`xoceandiff.io`).
+Headers and units come from :data:`xoceandiff.diagnostics.METRICS`. Files are written atomically.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 import dask
 import numpy as np
+import pandas as pd
 import xarray as xr
 
+from .atomic import atomic_path
 from .diagnostics import (
+    METRICS,
     SCALAR_METRICS,
+    SET_METRICS,
     EosName,
-    _record_labels,
     diagnostics,
     diversity,
     profile_distance,
     record_dim,
+    record_labels,
 )
 from .errors import InvalidDataError
-from .io import atomic_path, write_netcdf_atomic
+from .io import write_netcdf_atomic
 
 __all__ = ["Report", "report", "TABLE_COLUMNS", "SET_COLUMNS", "CSV_COLUMNS", "DEFAULT_DECIMALS"]
 
-TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("BWbox_soce", "Bottom-Water S", "g/kg"),
-    ("BWbox_toce", "Bottom-Water T", "°C"),
-    ("DWbox_soce", "Deep-Water S", "g/kg"),
-    ("DWbox_toce", "Deep-Water T", "°C"),
-    ("check_density", "Density errors", "%"),
-)
-"""The paper's table: (metric, header, units), in column order."""
+TABLE_COLUMNS: tuple[str, ...] = ("BWbox_soce", "BWbox_toce", "DWbox_soce", "DWbox_toce", "check_density")
+"""The paper's table: its metrics in column order (headers and units in :data:`~xoceandiff.diagnostics.METRICS`)."""
 
-SET_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("diversity_toce", "Diversity T", "°C"),
-    ("diversity_soce", "Diversity S", "g/kg"),
-    ("diversity_ssh", "Diversity ssh", "m"),
-    ("profile_distance_toce", "Profile distance T", "°C"),
-    ("profile_distance_soce", "Profile distance S", "g/kg"),
-)
-"""The table of set metrics: (variable, header, units)."""
+SET_COLUMNS: tuple[str, ...] = SET_METRICS
+"""The table of set metrics, in column order."""
 
 DEFAULT_DECIMALS: Mapping[str, int] = MappingProxyType(
     {"BWbox_soce": 3, "BWbox_toce": 3, "DWbox_soce": 3, "DWbox_toce": 3, "check_density": 4}
@@ -71,7 +62,7 @@ _RECORD = "record"
 _SOURCE = "source"
 _SET = "set"
 _DASH = "—"
-_CF_UNITS = {"°C": "degC", "g/kg": "g kg-1", "m": "m", "%": "%"}
+_COUNT = "n"
 
 
 @dataclass
@@ -109,6 +100,11 @@ class Report:
 
     # -- summaries --------------------------------------------------------------------------------
 
+    @property
+    def reference_name(self) -> str:
+        """The reference's set name (the first source)."""
+        return self.sources[0]
+
     def source(self, name: str) -> xr.Dataset:
         """The per-record metrics of one set (records of other sets removed)."""
         if name not in self.sources:
@@ -122,19 +118,44 @@ class Report:
         -------
         xarray.Dataset
             ``<metric>_mean`` and ``<metric>_std`` on dimension ``set``.
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> summary = report(xoceandiff.datasets.dino(n=2, resolution=4.0), {}).summary()
+        >>> round(float(summary.BWbox_soce_mean.sel(set="Data")), 3)
+        35.13
         """
-        out: dict[str, list[float]] = {}
-        for name in self.sources:
-            part = self.source(name)
-            for metric in SCALAR_METRICS:
-                if metric not in part:
-                    continue
-                values = np.asarray(part[metric].values, dtype=np.float64)
-                out.setdefault(f"{metric}_mean", []).append(float(np.mean(values)))
-                out.setdefault(f"{metric}_std", []).append(float(np.std(values)))
-        return xr.Dataset(
-            {k: (_SET, v) for k, v in out.items()}, coords={_SET: list(self.sources)}
-        )
+        scalars = [name for name in SCALAR_METRICS if name in self.metrics]
+        grouped = self.metrics[scalars].reset_coords(drop=True).assign_coords(
+            {_SET: (_RECORD, self.metrics[_SOURCE].values)}
+        ).groupby(_SET)
+        # skipna=False: a record whose metric is NaN (a broken sample) shows as nan, not hidden
+        means, stds = grouped.mean(skipna=False), grouped.std(ddof=0, skipna=False)
+        order = {_SET: list(self.sources)}
+        out = {}
+        for name in scalars:
+            out[f"{name}_mean"] = (_SET, means[name].sel(order).values)
+            out[f"{name}_std"] = (_SET, stds[name].sel(order).values)
+        return xr.Dataset(out, coords=order)
+
+    # -- tables -------------------------------------------------------------------------------------
+
+    def paper_table(self) -> pd.DataFrame:
+        """The paper's table: one row per set, ``n`` and "mean ± std" cells headed "label (units)".
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> table = report(xoceandiff.datasets.dino(n=2, resolution=4.0), {}).paper_table()
+        >>> table.loc["Data", "Bottom-Water S (g/kg)"]
+        '35.130 ± 0.000'
+        """
+        return self._paper_cells(self._cell)
+
+    def set_table(self) -> pd.DataFrame:
+        """The set metrics: one row per set, ``n`` and a value (4 significant digits, "—" if none) per metric."""
+        return self._set_cells(lambda value: _DASH if not math.isfinite(value) else f"{value:.4g}")
 
     def _decimals(self, metric: str) -> int:
         if isinstance(self.decimals, Mapping):
@@ -147,36 +168,41 @@ class Report:
         d = self._decimals(metric)
         return f"{mean:.{d}f} ± {std:.{d}f}"
 
-    def _value(self, value: float) -> str:
-        if not math.isfinite(value):
-            return _DASH
-        return f"{value:.4g}"
+    def _counts(self) -> list[int]:
+        return [int(n) for n in self.set_metrics["n_records"].sel({_SET: list(self.sources)}).values]
 
-    def _rows(self) -> list[tuple[str, int, list[str]]]:
+    def _paper_cells(self, cell: Callable[[str, float, float], str], headers: Sequence | None = None) -> pd.DataFrame:
         summary = self.summary()
-        rows = []
-        for name in self.sources:
-            s = summary.sel({_SET: name})
-            cells = [
-                self._cell(key, float(s[f"{key}_mean"]), float(s[f"{key}_std"])) for key, _, _ in TABLE_COLUMNS
+        columns = {_COUNT: self._counts()}
+        for metric in TABLE_COLUMNS:
+            means, stds = summary[f"{metric}_mean"].values, summary[f"{metric}_std"].values
+            columns[METRICS[metric].heading] = [
+                cell(metric, float(m), float(s)) for m, s in zip(means, stds, strict=True)
             ]
-            rows.append((name, int(self.set_metrics["n_records"].sel({_SET: name})), cells))
-        return rows
+        frame = pd.DataFrame(columns, index=pd.Index(self.sources))
+        if headers is not None:
+            frame.columns = headers
+        return frame
 
-    def _set_rows(self) -> list[tuple[str, list[str]]]:
-        rows = []
-        for name in self.sources:
-            s = self.set_metrics.sel({_SET: name})
-            rows.append((name, [self._value(float(s[key])) if key in s else _DASH for key, _, _ in SET_COLUMNS]))
-        return rows
+    def _set_cells(self, cell: Callable[[float], str], headers: Sequence | None = None) -> pd.DataFrame:
+        columns = {_COUNT: self._counts()}
+        for metric in SET_COLUMNS:
+            values = (
+                self.set_metrics[metric].sel({_SET: list(self.sources)}).values
+                if metric in self.set_metrics
+                else [math.nan] * len(self.sources)
+            )
+            columns[METRICS[metric].heading] = [cell(float(v)) for v in values]
+        frame = pd.DataFrame(columns, index=pd.Index(self.sources))
+        if headers is not None:
+            frame.columns = headers
+        return frame
 
     def _caption(self) -> str:
         return (
             f"Mean ± std over records (ddof=0); means volume-weighted; boxes limited at "
             f"{self.depth_box:g} m and 30° latitude; density errors with eos={self.eos!r}."
         )
-
-    # -- tables -------------------------------------------------------------------------------------
 
     def to_markdown(self) -> str:
         """The paper's table and the set-metrics table, as GitHub Markdown.
@@ -188,90 +214,72 @@ class Report:
         >>> print(report(ds, {}).to_markdown().splitlines()[6])  # doctest: +ELLIPSIS
         | Data | 2 | 35.130 ± 0.000 | 3.973 ± 0.001 | ...
         """
-        headers = ["", "n"] + [f"{title} ({units})" for _, title, units in TABLE_COLUMNS]
         lines = ["## Physical metrics", "", self._caption(), ""]
-        lines += [_md_row(headers), _md_row(["---", "---:"] + [":---:"] * len(TABLE_COLUMNS))]
-        lines += [_md_row([name, str(n), *cells]) for name, n, cells in self._rows()]
-        set_headers = ["", "n"] + [f"{title} ({units})" for _, title, units in SET_COLUMNS]
+        lines += _markdown_table(self.paper_table(), ":---:")
         lines += [
             "",
             "## Set metrics",
             "",
             "Diversity: mean pairwise RMS distance between members (volume-weighted; ssh area-weighted). "
-            f"Profile distance: RMS difference of the set-mean horizontal-mean profiles from {self.sources[0]}'s.",
+            f"Profile distance: RMS difference of the set-mean horizontal-mean profiles from {self.reference_name}'s.",
             "",
-            _md_row(set_headers),
-            _md_row(["---", "---:"] + ["---:"] * len(SET_COLUMNS)),
         ]
-        n_records = self.set_metrics["n_records"]
-        lines += [
-            _md_row([name, str(int(n_records.sel({_SET: name}))), *cells]) for name, cells in self._set_rows()
-        ]
+        lines += _markdown_table(self.set_table(), "---:")
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
-        r"""The two tables as LaTeX ``table`` environments (booktabs rules, ``$\pm$`` cells)."""
-        def tex_units(units: str) -> str:
-            return units.replace("°C", r"$^\circ$C").replace("%", r"\%")
+        r"""The two tables as LaTeX ``table`` environments (pandas' Styler: booktabs rules, ``$\pm$`` cells).
 
-        def tex_cell(cell: str) -> str:
-            if "±" in cell:
-                return "$" + cell.replace("±", r"\pm") + "$"
-            return "--" if cell == _DASH else cell
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> tex = report(xoceandiff.datasets.dino(n=2, resolution=4.0), {}).to_latex()
+        >>> "35.130 \\pm 0.000" in tex, r"\multicolumn{2}{c}{Bottom-Water}" in tex
+        (True, True)
+        """
 
-        lines = [
-            r"% requires \usepackage{booktabs}",
-            r"\begin{table}[ht]",
-            r"\centering",
-            r"\caption{" + _tex_escape(self._caption()).replace("±", r"$\pm$").replace("°", r"$^\circ$") + "}",
-            r"\begin{tabular}{lr" + "c" * len(TABLE_COLUMNS) + "}",
-            r"\toprule",
-            r" & & \multicolumn{2}{c}{Bottom Water} & \multicolumn{2}{c}{Deep Water} & Density \\",
-            r"\cmidrule(lr){3-4}\cmidrule(lr){5-6}",
-            r" & $n$ & S (g/kg) & T ($^\circ$C) & S (g/kg) & T ($^\circ$C) & errors (\%) \\",
-            r"\midrule",
+        def tex_cell(*args: float | str) -> str:
+            if len(args) == 3:  # a "mean ± std" cell of the paper's table
+                return "$" + self._cell(*args).replace("±", r"\pm") + "$"
+            value = float(args[0])
+            return "--" if not math.isfinite(value) else f"{value:.4g}"
+
+        # two header rows: the box ("Bottom-Water") over the quantity and units ("S (g/kg)")
+        groups = [METRICS[m].label.rsplit(" ", 1) for m in TABLE_COLUMNS]  # "Bottom-Water", "S"
+        paper_headers = pd.MultiIndex.from_tuples(
+            [("", "$n$")]
+            + [(group, _tex_heading(quantity, METRICS[m].units)) for (group, quantity), m in zip(groups, TABLE_COLUMNS, strict=True)]
+        )
+        paper = self._paper_cells(tex_cell, paper_headers)
+        set_headers = ["$n$"] + [_tex_heading(METRICS[m].label, METRICS[m].units) for m in SET_COLUMNS]
+        sets = self._set_cells(tex_cell, set_headers)
+        set_caption = (
+            "Diversity (mean pairwise RMS distance between members) and RMS distance of the set-mean "
+            f"profiles to {self.reference_name}'s."
+        )
+        tables = [
+            _latex_table(paper, _tex_text(self._caption()), "lr" + "c" * len(TABLE_COLUMNS)),
+            _latex_table(sets, _tex_text(set_caption), "lr" + "r" * len(SET_COLUMNS)),
         ]
-        for name, n, cells in self._rows():
-            lines.append(" & ".join([_tex_escape(name), str(n), *map(tex_cell, cells)]) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-        lines += [
-            r"\begin{table}[ht]",
-            r"\centering",
-            r"\caption{Diversity (mean pairwise RMS distance between members) and RMS distance of the "
-            r"set-mean profiles to " + _tex_escape(self.sources[0]) + "'s.}",
-            r"\begin{tabular}{lr" + "r" * len(SET_COLUMNS) + "}",
-            r"\toprule",
-            " & ".join(["", "$n$", *(f"{_tex_escape(t)} ({tex_units(u)})" for _, t, u in SET_COLUMNS)]) + r" \\",
-            r"\midrule",
-        ]
-        n_records = self.set_metrics["n_records"]
-        for name, cells in self._set_rows():
-            n = str(int(n_records.sel({_SET: name})))
-            lines.append(" & ".join([_tex_escape(name), n, *map(tex_cell, cells)]) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-        return "\n".join(lines) + "\n"
+        return "% requires \\usepackage{booktabs}\n" + "\n".join(tables)
 
     # -- per-record files ---------------------------------------------------------------------------
 
+    def records_table(self) -> pd.DataFrame:
+        """Per-record scalar metrics of every set, one row per record (columns :data:`CSV_COLUMNS`)."""
+        columns = {
+            "source": self.metrics[_SOURCE].values.astype(str),
+            "record": self.metrics["record_label"].values.astype(str),
+        }
+        columns.update({name: self.metrics[name].values for name in SCALAR_METRICS if name in self.metrics})
+        return pd.DataFrame(columns).reindex(columns=list(CSV_COLUMNS))
+
     def to_csv(self, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> str | Path:
-        """Per-record scalar metrics as CSV (columns :data:`CSV_COLUMNS`).
+        """Per-record scalar metrics as CSV (:meth:`records_table`; missing metrics are empty cells).
 
         Returns the text when ``path`` is None, else writes it atomically and returns the path.
         """
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        columns = {
-            name: (np.asarray(self.metrics[name].values, dtype=np.float64) if name in self.metrics else None)
-            for name in SCALAR_METRICS
-        }
-        sources = self.metrics[_SOURCE].values
-        labels = self.metrics["record_label"].values
-        for i in range(self.metrics.sizes[_RECORD]):
-            row = [str(sources[i]), str(labels[i])]
-            row += ["" if values is None else repr(float(values[i])) for values in columns.values()]
-            writer.writerow(row)
-        text = buffer.getvalue()
+        text = self.records_table().to_csv(index=False, lineterminator="\n", na_rep="nan")
         if path is None:
             return text
         with atomic_path(path, overwrite=overwrite) as tmp:
@@ -309,8 +317,7 @@ class Report:
             "metrics_csv": folder / "metrics.csv",
             "metrics_nc": folder / "metrics.nc",
         }
-        for key in ("table_md", "table_tex"):
-            text = self.to_markdown() if key == "table_md" else self.to_latex()
+        for key, text in (("table_md", self.to_markdown()), ("table_tex", self.to_latex())):
             with atomic_path(paths[key], overwrite=overwrite) as tmp:
                 tmp.write_text(text, encoding="utf-8")
         self.to_csv(paths["metrics_csv"], overwrite=overwrite)
@@ -322,21 +329,45 @@ class Report:
         return self.to_markdown()
 
 
-def _md_row(cells: list[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+def _markdown_table(frame: pd.DataFrame, align: str) -> list[str]:
+    """GitHub Markdown rows of a table of strings: set names left, counts right, the cells ``align``-ed.
+
+    Kept to a join (not ``DataFrame.to_markdown``) so that the package does not need ``tabulate``, and
+    the rows stay unpadded (``| Data | 200 | ...``), as documented.
+    """
+    rows = [["", *map(str, frame.columns)], ["---", "---:", *[align] * (frame.shape[1] - 1)]]
+    rows += [[str(name), *map(str, values)] for name, values in zip(frame.index, frame.to_numpy(), strict=True)]
+    return ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
 
 
-def _tex_escape(text: str) -> str:
+def _latex_table(frame: pd.DataFrame, caption: str, column_format: str) -> str:
+    """A booktabs ``table`` of ``frame`` (cells already LaTeX, set names escaped), via pandas' Styler."""
+    return frame.style.format_index(escape="latex", axis=0).to_latex(
+        hrules=True,
+        caption=caption,
+        position="ht",
+        position_float="centering",
+        column_format=column_format,
+        multicol_align="c",
+    )
+
+
+def _tex_heading(label: str, units: str) -> str:
+    return f"{_tex_text(label)} ({_tex_text(units)})"
+
+
+def _tex_text(text: str) -> str:
+    """Plain text (captions, headers) as LaTeX: special characters escaped, ± and ° in math mode."""
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
                           ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(char, escaped)
-    return text
+    return text.replace("±", r"$\pm$").replace("°", r"$^\circ$")
 
 
 def _flat(metrics: xr.Dataset, ds: xr.Dataset, name: str) -> xr.Dataset:
     """One set's per-record metrics on dimension ``record`` with ``source`` and ``record_label``."""
     rdim = record_dim(ds)
-    labels = _record_labels(ds, rdim)
+    labels = record_labels(ds, rdim)
     flat = metrics.drop_vars(rdim, errors="ignore").rename({rdim: _RECORD})
     return flat.assign_coords(
         {
@@ -429,16 +460,16 @@ def report(
         "history": computed_metrics[reference_name].attrs["history"].splitlines()[0],
     }
 
-    columns = ["n_records"] + [key for key, _, _ in SET_COLUMNS]
+    columns = ["n_records", *SET_COLUMNS]
     table: dict[str, list[float]] = {key: [] for key in columns}
     for name, ds in sets.items():
         table["n_records"].append(ds.sizes[record_dim(ds)])
-        for key in columns[1:]:
+        for key in SET_COLUMNS:
             value = computed_sets[name].get(key)
             table[key].append(float(value) if value is not None else float("nan"))
     set_metrics = xr.Dataset({key: (_SET, values) for key, values in table.items()}, coords={_SET: list(sets)})
-    for key, title, units in SET_COLUMNS:
-        set_metrics[key].attrs = {"long_name": title, "units": _CF_UNITS[units]}
+    for key in SET_COLUMNS:
+        set_metrics[key].attrs = {"long_name": METRICS[key].label, "units": METRICS[key].cf_units}
     set_metrics["n_records"] = set_metrics["n_records"].astype(np.int64)
     set_metrics["n_records"].attrs = {"long_name": "Number of records in the set"}
 

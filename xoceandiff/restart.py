@@ -297,7 +297,7 @@ def _write_text(stack: contextlib.ExitStack, path: Path, text: str, overwrite: b
 
 
 def _package_version() -> str:
-    from . import __version__  # the package imports this module lazily: no cycle at import time
+    from .version import __version__
 
     return __version__
 

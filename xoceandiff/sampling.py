@@ -372,7 +372,7 @@ def sample(
 
 def sample_metadata(template_attrs, plan: SamplingPlan) -> dict:
     """Global attributes of a sample set: provenance (checkpoint hash, sampler, steps, constraints, seed)."""
-    from . import __version__
+    from .version import __version__
 
     # The template's own global attributes (a training set's title, ...) do not describe the samples.
     attrs = {key: template_attrs[key] for key in ("Iperio", "Conventions", "history") if key in template_attrs}
