@@ -32,10 +32,10 @@ def _weights(model):
 
 
 def test_loss_falls_quickly_tiny(data):
-    model = train(data, "tiny", steps=120, batch_size=8, lr=3e-3, seed=0, progress=False)
+    model = train(data, "tiny", steps=60, batch_size=8, lr=3e-3, seed=0, progress=False)
     history = model.card.training["loss_history"]
-    assert history[0][0] == 10 and history[-1][0] == 120
-    assert history[-1][1] < 0.8 * history[0][1], history  # seeded run: 1.02 -> 0.71
+    assert history[0][0] == 10 and history[-1][0] == 60
+    assert history[-1][1] < 0.85 * history[0][1], history  # seeded run: 1.03 -> 0.82 (120 steps: 0.71)
 
 
 @pytest.mark.slow

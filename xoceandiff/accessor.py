@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # torch is imported on first use, not with the package
     import torch
 
     from .model import Denoiser
+    from .normalisation import Normaliser
 
 __all__ = ["OceanDiffAccessor"]
 
@@ -33,12 +34,26 @@ class OceanDiffAccessor:
 
     @property
     def grid(self) -> xgcm.Grid:
-        """The :class:`xgcm.Grid` of the dataset (see :func:`xoceandiff.grid.build_grid`)."""
+        """The :class:`xgcm.Grid` of the dataset (see :func:`xoceandiff.grid.build_grid`).
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> sorted(xoceandiff.datasets.dino(n=1, resolution=4.0).oceandiff.grid.axes)
+        ['X', 'Y', 'Z']
+        """
         return _grid.build_grid(self._ds)
 
     @property
     def periodic_x(self) -> bool:
-        """Whether X is periodic (NEMO's ``Iperio = 1``)."""
+        """Whether X is periodic (NEMO's ``Iperio = 1``).
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> xoceandiff.datasets.dino(n=1, resolution=4.0).oceandiff.periodic_x
+        True
+        """
         return _grid.grid_padding(self._ds)["X"] == "periodic"
 
     def to_nemo_files(
@@ -49,19 +64,47 @@ class OceanDiffAccessor:
         ranks: tuple[int, int] | None = None,
         overwrite: bool = False,
     ) -> dict[str, str]:
-        """Write the dataset as NEMO/XIOS output files and a mesh_mask (see :func:`xoceandiff.nemo.to_nemo_files`)."""
+        """Write the dataset as NEMO/XIOS output files and a mesh_mask (see :func:`xoceandiff.nemo.to_nemo_files`).
+
+        Examples
+        --------
+        >>> import tempfile, xoceandiff
+        >>> paths = xoceandiff.datasets.dino(n=2, resolution=4.0).oceandiff.to_nemo_files(tempfile.mkdtemp())
+        >>> sorted(paths)
+        ['grid_T_2D', 'grid_T_3D', 'mesh_mask', 'pieces']
+        """
         return _nemo.to_nemo_files(self._ds, folder, prefix=prefix, ranks=ranks, overwrite=overwrite)
 
     # -- normalisation ------------------------------------------------------------------------------
 
-    def statistics(self, *, fields=None, weighted: bool = False, method: str = "pooled") -> xr.Dataset:
-        """Per-field, per-level mean, std, min, max in one lazy pass (see :func:`xoceandiff.normalisation.statistics`)."""
+    def statistics(
+        self, *, fields: Sequence[str] | None = None, weighted: bool = False, method: str = "pooled"
+    ) -> xr.Dataset:
+        """Per-field, per-level mean, std, min, max in one lazy pass (see :func:`xoceandiff.normalisation.statistics`).
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> stats = xoceandiff.datasets.dino(n=2, resolution=4.0).oceandiff.statistics(fields=["ssh"])
+        >>> sorted(stats.data_vars)
+        ['ssh_max', 'ssh_mean', 'ssh_min', 'ssh_std']
+        """
         from .normalisation import statistics
 
         return statistics(self._ds, fields=fields, weighted=weighted, method=method)
 
-    def normalise(self, stats_or_normaliser, scheme: str = "3-std") -> xr.Dataset:
-        """Normalise the fields (lazy); ``stats_or_normaliser`` is a statistics Dataset or a Normaliser."""
+    def normalise(self, stats_or_normaliser: xr.Dataset | Normaliser, scheme: str = "3-std") -> xr.Dataset:
+        """Normalise the fields (lazy); ``stats_or_normaliser`` is a statistics Dataset or a Normaliser.
+
+        Examples
+        --------
+        >>> import numpy as np, xoceandiff
+        >>> ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+        >>> normalised = ds.oceandiff.normalise(ds.oceandiff.statistics(), scheme="3-std")
+        >>> back = normalised.oceandiff.denormalise(ds.oceandiff.statistics(), scheme="3-std")
+        >>> bool(np.allclose(back.toce, ds.toce, equal_nan=True))
+        True
+        """
         from .normalisation import Normaliser, normalise
 
         normaliser = stats_or_normaliser
@@ -69,7 +112,7 @@ class OceanDiffAccessor:
             normaliser = Normaliser.from_statistics(stats_or_normaliser, scheme=scheme)
         return normalise(self._ds, normaliser)
 
-    def denormalise(self, stats_or_normaliser, scheme: str = "3-std") -> xr.Dataset:
+    def denormalise(self, stats_or_normaliser: xr.Dataset | Normaliser, scheme: str = "3-std") -> xr.Dataset:
         """Exact inverse of :meth:`normalise`."""
         from .normalisation import Normaliser, denormalise
 
@@ -167,27 +210,67 @@ class OceanDiffAccessor:
     # -- diagnostics --------------------------------------------------------------------------------
 
     def diagnostics(self, *, eos: str = "teos10-poly", depth_box: float = 1500.0) -> xr.Dataset:
-        """Per-record physical metrics, lazy (see :func:`xoceandiff.diagnostics.diagnostics`)."""
+        """Per-record physical metrics, lazy (see :func:`xoceandiff.diagnostics.diagnostics`).
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> metrics = xoceandiff.datasets.dino(n=2, resolution=4.0).oceandiff.diagnostics()
+        >>> metrics.sizes["t"], "check_density" in metrics
+        (2, True)
+        """
         from .diagnostics import diagnostics
 
         return diagnostics(self._ds, eos=eos, depth_box=depth_box)
 
     def density_errors(self, *, eos: str = "teos10-poly") -> xr.DataArray:
-        """The paper's density-error percentage per record (see :func:`xoceandiff.diagnostics.density_error_percent`)."""
+        """The paper's density-error percentage per record (see :func:`xoceandiff.diagnostics.density_error_percent`).
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> errors = xoceandiff.datasets.dino(n=2, resolution=4.0).oceandiff.density_errors()
+        >>> bool((errors < 0.1).all())
+        True
+        """
         from .diagnostics import density_error_percent
 
         return density_error_percent(self._ds, eos=eos)
 
     def diversity(self) -> xr.Dataset:
-        """Mean pairwise RMS distance between the records (see :func:`xoceandiff.diagnostics.diversity`)."""
+        """Mean pairwise RMS distance between the records (see :func:`xoceandiff.diagnostics.diversity`).
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> sorted(xoceandiff.datasets.dino(n=3, resolution=4.0).oceandiff.diversity().data_vars)
+        ['diversity_soce', 'diversity_ssh', 'diversity_toce']
+        """
         from .diagnostics import diversity
 
         return diversity(self._ds)
 
     # -- outputs ------------------------------------------------------------------------------------
 
-    def to_netcdf(self, path: str | os.PathLike, *, compute: bool = True, overwrite: bool = False, encoding=None):
-        """CF-1.11 NetCDF, written chunk by chunk and atomically (see :func:`xoceandiff.io.to_netcdf`)."""
+    def to_netcdf(
+        self,
+        path: str | os.PathLike,
+        *,
+        compute: bool = True,
+        overwrite: bool = False,
+        encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Any:
+        """CF-1.11 NetCDF, written chunk by chunk and atomically (see :func:`xoceandiff.io.to_netcdf`).
+
+        Returns the path written, or with ``compute=False`` a ``dask.delayed.Delayed`` that writes it.
+
+        Examples
+        --------
+        >>> import pathlib, tempfile, xoceandiff
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "dino.nc"
+        >>> xoceandiff.datasets.dino(n=2, resolution=4.0).oceandiff.to_netcdf(path).name
+        'dino.nc'
+        """
         from .io import to_netcdf
 
         return to_netcdf(self._ds, path, compute=compute, overwrite=overwrite, encoding=encoding)

@@ -21,7 +21,8 @@ import numpy as np
 import xarray as xr
 import xnemogcm
 
-from .conventions import FIELDS, GRID_ATTRS, TIME_DIM, FieldSpec
+from .canonical import SPATIAL_DIMS, X, Y, Z, field_dims
+from .conventions import FIELDS, GRID_ATTRS, GRID_DIMS, TIME_DIM, FieldSpec
 from .errors import GridMismatchError, MissingVariableError
 from .ranks import cut_piece, rank_piece_name, split_ranks
 
@@ -194,7 +195,7 @@ def _open_data_file(path: Path, time_chunk: int | None) -> xr.Dataset:
 
 def _mask_from_levels(domcfg: xr.Dataset) -> xr.DataArray:
     # domain_cfg files (NEMO >= 4) carry top_level/bottom_level (1-based) instead of tmask.
-    level = domcfg["z_c"] + 1
+    level = domcfg[Z] + 1
     return (level >= domcfg["top_level"]) & (level <= domcfg["bottom_level"]) & (domcfg["bottom_level"] > 0)
 
 
@@ -202,7 +203,7 @@ def _grid_coordinates(grid: xr.Dataset) -> dict[str, xr.DataArray]:
     """The canonical grid variables (``GRID_VARIABLES``) of an xnemogcm grid, with ``tmask`` as bool."""
     if "tmask" not in grid:
         if {"top_level", "bottom_level"} <= set(grid.variables):
-            grid = grid.assign(tmask=_mask_from_levels(grid).transpose("z_c", "y_c", "x_c"))
+            grid = grid.assign(tmask=_mask_from_levels(grid).transpose(*SPATIAL_DIMS))
         else:
             raise MissingVariableError(
                 "The grid file holds neither 'tmask' nor 'top_level'/'bottom_level': cannot tell land from "
@@ -225,7 +226,7 @@ def _grid_coordinates(grid: xr.Dataset) -> dict[str, xr.DataArray]:
             stacklevel=3,
         )
         e3t_1d = grid["e3t_1d"].reset_coords(drop=True)
-        grid_vars["gdept_1d"] = e3t_1d.cumsum("z_c") - 0.5 * e3t_1d
+        grid_vars["gdept_1d"] = e3t_1d.cumsum(Z) - 0.5 * e3t_1d
     for required in ("e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit"):
         if required not in grid_vars:
             raise MissingVariableError(
@@ -289,15 +290,13 @@ def canonicalise(
             attrs["standard_name"] = var.attrs["standard_name"]
         for key in ("online_operation", "interval_operation", "interval_write", "cell_methods", "coordinates"):
             attrs.pop(key, None)
-        dims = ((TIME_DIM,) if TIME_DIM in var.dims else ()) + (
-            ("z_c", "y_c", "x_c") if FIELDS[name].three_dimensional else ("y_c", "x_c")
-        )
+        dims = ((TIME_DIM,) if TIME_DIM in var.dims else ()) + field_dims(name)
         var = var.transpose(*dims)
         var.attrs = attrs
         out[name] = var
 
     out = out.assign_coords(grid_vars)
-    for dim in ("x_c", "x_f", "y_c", "y_f", "z_c", "z_f"):
+    for dim in sorted(GRID_DIMS):
         if dim in merged.coords:
             out = out.assign_coords({dim: merged[dim].variable})
     if TIME_DIM in merged.coords and TIME_DIM in out.dims:
@@ -336,7 +335,7 @@ def open_grid(mesh_mask: PathLike | Iterable[PathLike]) -> xr.Dataset:
     mesh_files = _as_file_list(mesh_mask, "mesh_mask/domain_cfg")
     domcfg = xnemogcm.open_domain_cfg(files=[str(p) for p in mesh_files])
     out = xr.Dataset(coords=_grid_coordinates(domcfg))
-    for dim in ("x_c", "x_f", "y_c", "y_f", "z_c", "z_f"):
+    for dim in sorted(GRID_DIMS):
         if dim in domcfg.coords:
             out = out.assign_coords({dim: domcfg[dim].variable})
     return set_cf_attributes(out, periodic_x=is_periodic_x(domcfg.attrs, domcfg.variables))
@@ -402,7 +401,7 @@ def open_nemo(
         data.attrs.pop(key, None)
 
     data_shape = {"z": data.sizes.get("deptht"), "y": data.sizes["y"], "x": data.sizes["x"]}
-    grid_shape = {"z": domcfg.sizes["z_c"], "y": domcfg.sizes["y_c"], "x": domcfg.sizes["x_c"]}
+    grid_shape = {"z": domcfg.sizes[Z], "y": domcfg.sizes[Y], "x": domcfg.sizes[X]}
     if any(data_shape[k] is not None and data_shape[k] != grid_shape[k] for k in data_shape):
         raise GridMismatchError(
             f"The data files have shape (z, y, x) = {tuple(data_shape.values())} but the grid file "
