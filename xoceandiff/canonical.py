@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -37,6 +37,10 @@ __all__ = [
     "cell_volume",
     "cell_weights",
     "stamp_history",
+    "SalinityKind",
+    "SALINITY_STANDARD_NAMES",
+    "salinity_kind",
+    "eos_for",
 ]
 
 X, Y, Z = DIMS["X"], DIMS["Y"], DIMS["Z"]
@@ -183,3 +187,39 @@ def stamp_history(attrs: Mapping[str, Any], line: str) -> dict[str, Any]:
     previous = out.get("history")
     out["history"] = f"{stamp} {line}" + (f"\n{previous}" if previous else "")
     return out
+
+
+SalinityKind = Literal["practical", "absolute"]
+
+SALINITY_STANDARD_NAMES: dict[str, str] = {
+    "practical": "sea_water_practical_salinity",
+    "absolute": "sea_water_absolute_salinity",
+}
+"""The CF standard name of ``soce`` for each kind of salinity."""
+
+_EOS_OF_SALINITY = {"practical": "eos80-poly", "absolute": "teos10-poly"}
+
+
+def salinity_kind(ds: xr.Dataset) -> SalinityKind:
+    """Whether ``soce`` holds practical (EOS-80 runs) or absolute salinity (TEOS-10 runs), from its standard name.
+
+    A dataset without ``soce``, or whose ``soce`` names neither, counts as absolute salinity (NEMO's default,
+    TEOS-10, and the embedded dataset's).
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=1, resolution=4.0)
+    >>> salinity_kind(ds)
+    'absolute'
+    >>> ds.soce.attrs["standard_name"] = "sea_water_practical_salinity"
+    >>> salinity_kind(ds), eos_for(ds)
+    ('practical', 'eos80-poly')
+    """
+    name = ds["soce"].attrs.get("standard_name") if "soce" in ds.variables else None
+    return "practical" if name == SALINITY_STANDARD_NAMES["practical"] else "absolute"
+
+
+def eos_for(ds: xr.Dataset) -> str:
+    """The equation of state that matches the dataset's salinity: EOS-80 for practical, TEOS-10 for absolute."""
+    return _EOS_OF_SALINITY[salinity_kind(ds)]
