@@ -69,6 +69,7 @@ def test_no_import_cycle_among_package_modules():
 def test_sampling_flows_one_way_and_leaves_stay_leaves():
     graph = import_graph()
     assert "sampling" in graph["parallel"] and "parallel" not in graph["sampling"]
-    assert graph["canonical"] <= {"conventions", "errors"}
+    assert graph["canonical"] <= {"conventions", "errors", "eos"}
+    assert graph["eos"] <= {"errors"}
     assert graph["atomic"] <= {"errors"}
     assert "model" not in graph["checkpoint"]  # the disk format knows no Denoiser

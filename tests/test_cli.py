@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -35,7 +37,7 @@ def test_help_for_every_subcommand(capsys):
         assert "usage: xoceandiff " + command in capsys.readouterr().out
 
 
-def test_sample_diagnose_restart(checkpoint, tmp_path, capsys):
+def test_sample_diagnose_restart(checkpoint, dino_samples, tmp_path, capsys):
     samples = tmp_path / "samples.nc"
     assert main(["sample", "--checkpoint", str(checkpoint), "--n", "3", "--chunks", "2", "--constraints", "zero_mean",
                  "border_zero_gradient", "--steps", "3", "--out", str(samples)]) == 0
@@ -55,7 +57,11 @@ def test_sample_diagnose_restart(checkpoint, tmp_path, capsys):
 
     mesh = xoceandiff.datasets.dino(n=1, resolution=4.0).oceandiff.to_nemo_files(tmp_path / "grid")["mesh_mask"]
     restarts = tmp_path / "restarts"
-    assert main(["restart", str(samples), "--mesh-mask", mesh, "--out", str(restarts)]) == 0
+    # a model trained 2 steps, sampled in 3: no ocean NEMO should start from, and refused as such
+    assert main(["restart", str(samples), "--mesh-mask", mesh, "--out", str(restarts)]) == 2
+    assert re.search(r"(toce|soce|ssh)(: units| of sample \d)", capsys.readouterr().err)
+    assert not restarts.exists()
+    assert main(["restart", str(dino_samples), "--mesh-mask", mesh, "--out", str(restarts)]) == 0
     files = sorted(restarts.glob("*.nc"))
     assert len(files) == 3 and (restarts / "namelist_restart.txt").exists()
     assert check_restart(files[0], mesh) == []
@@ -73,16 +79,22 @@ def test_train_records_the_command_given_to_main(tmp_path, monkeypatch):
     assert shlex.split(training["command"]) == ["xoceandiff", *argv]
 
 
-def test_sample_without_data_needs_a_dino_trained_checkpoint(tmp_path, capsys):
-    """Without --data the grid comes from the dataset the checkpoint records; none recorded: a clear error."""
+def test_sample_without_data_on_a_checkpoint_without_grid_needs_a_mesh_mask(tmp_path, capsys):
+    """Without --data the grid comes from the checkpoint (or, for older ones, the dataset it records); neither: an error."""
     data = xoceandiff.datasets.dino(n=4, resolution=4.0, seed=1)
     data.attrs = {}  # as if opened from NEMO files: no DINO provenance
-    train(data, "tiny", steps=1, batch_size=2, progress=False, checkpoint_dir=tmp_path / "run")
-    code = main(["sample", "--checkpoint", str(tmp_path / "run" / MODEL_SUBDIR), "--n", "1", "--chunks", "1",
-                 "--steps", "1", "--out", str(tmp_path / "x.nc")])
+    model = train(data, "tiny", steps=1, batch_size=2, progress=False)
+    model.card = dataclasses.replace(model.card, grid_kit=None)  # a checkpoint written before models kept their grid
+    model.save(tmp_path / "old")
+    args = ["sample", "--checkpoint", str(tmp_path / "old"), "--n", "1", "--chunks", "1", "--steps", "1"]
+    code = main([*args, "--out", str(tmp_path / "x.nc")])
     err = capsys.readouterr().err
     assert code == 2 and "dino_resolution" in err and "--mesh-mask" in err
     assert not (tmp_path / "x.nc").exists()
+    # --mesh-mask alone is enough
+    mesh = data.oceandiff.to_nemo_files(tmp_path / "nemo")["mesh_mask"]
+    assert main([*args, "--mesh-mask", mesh, "--out", str(tmp_path / "y.nc")]) == 0
+    assert (tmp_path / "y.nc").exists()
 
 
 def test_diagnose_refuses_samples_off_the_dino_grids(tmp_path, capsys):
@@ -116,3 +128,80 @@ def test_demo_end_to_end(tmp_path):
     with netCDF4.Dataset(out / "samples_constrained.nc") as nc:
         toce = nc["toce"][:]
         assert np.isfinite(toce.compressed()).all()
+
+
+@pytest.fixture(scope="module")
+def dino_samples(tmp_path_factory):
+    """A small samples file on the 4 degree DINO-like grid, as `xoceandiff sample` writes one."""
+    states = xoceandiff.datasets.dino(n=3, resolution=4.0, seed=2)
+    samples = states.rename(t="sample").drop_vars("sample", errors="ignore").assign_coords(sample=np.arange(3))
+    return samples.oceandiff.to_netcdf(tmp_path_factory.mktemp("samples") / "samples.nc")
+
+
+def test_restart_options_for_the_run(dino_samples, tmp_path, capsys):
+    namelist = tmp_path / "namelist_cfg"
+    namelist.write_text("&namrun\n   nn_date0 = 00510101   ! GYRE, year 51\n/\n&namdom\n   rn_Dt = 14400.\n/\n")
+    out = tmp_path / "from_namelist"
+    assert main(["restart", str(dino_samples), "--out", str(out), "--namelist", str(namelist)]) == 0
+    printed = capsys.readouterr().out
+    assert "NEMO version 5.0: default" in printed and "rdt = 14400 s: namelist" in printed
+    files = sorted(out.glob("*.nc"))
+    with netCDF4.Dataset(files[0]) as nc:
+        assert float(nc["rdt"][...]) == 14400.0 and float(nc["ndastp"][...]) == 510101 and "tb" not in nc.variables
+    assert check_restart(files[0], xoceandiff.datasets.dino(n=1, resolution=4.0)) == []
+
+    out = tmp_path / "explicit"
+    assert main(["restart", str(dino_samples), "--out", str(out), "--namelist", str(namelist), "--rdt", "7200",
+                 "--date", "19800101", "--nemo-version", "4.2", "--kt", "10"]) == 0
+    with netCDF4.Dataset(sorted(out.glob("*.nc"))[0]) as nc:
+        assert float(nc["rdt"][...]) == 7200.0 and float(nc["ndastp"][...]) == 19800101 and "tb" in nc.variables
+        assert float(nc["kt"][...]) == 10
+    text = (out / "namelist_restart.txt").read_text()
+    assert "! NEMO version 4.2: given" in text and "nn_it000        = 11" in text
+    with pytest.raises(SystemExit):
+        main(["restart", str(dino_samples), "--out", str(tmp_path / "x"), "--date", "1980-01-01"])
+    assert "expected a date YYYYMMDD" in capsys.readouterr().err
+
+
+def test_restart_refuses_implausible_samples(dino_samples, tmp_path, capsys):
+    import xarray as xr
+
+    with xr.open_dataset(dino_samples) as raw:
+        kelvin = raw.load()
+    kelvin["toce"] = (kelvin.toce + 273.15).assign_attrs(units="K")
+    path = tmp_path / "kelvin.nc"
+    kelvin.to_netcdf(path)
+    assert main(["restart", str(path), "--out", str(tmp_path / "restarts")]) == 2
+    err = capsys.readouterr().err
+    assert "toce: units 'K' where a restart needs degC" in err
+    assert not (tmp_path / "restarts").exists()
+
+
+def test_diagnose_prints_no_warning(dino_samples, tmp_path):
+    """The normal path: a DINO reference of 100 records in 10 chunks, sample files; no warning at all."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["diagnose", str(dino_samples), "--dino-n", "100", "--out", str(tmp_path / "report"),
+                     "--no-figures"]) == 0
+
+
+def test_diagnose_with_an_xios_reference(dino_samples, tmp_path):
+    """Reference files carrying XIOS's time_centered coordinate (absent from the samples) concatenate."""
+    import xarray as xr
+
+    files = xoceandiff.datasets.dino(n=3, resolution=4.0).oceandiff.to_nemo_files(tmp_path / "nemo")
+    reference = []
+    for key in ("grid_T_3D", "grid_T_2D"):
+        with xr.open_dataset(files[key]) as raw:
+            ds = raw.load()
+        ds = ds.assign_coords(time_centered=("time_counter", ds.time_counter.values, {"long_name": "Time axis"}))
+        target = tmp_path / f"xios_{key}.nc"
+        ds.to_netcdf(target)
+        reference.append(str(target))
+    reference_ds = xoceandiff.open_nemo(reference, mesh_mask=files["mesh_mask"])
+    assert "time_centered" in reference_ds.coords  # what made xr.concat raise in report()
+    assert main(["diagnose", str(dino_samples), "--reference", *reference, "--mesh-mask", files["mesh_mask"],
+                 "--out", str(tmp_path / "report"), "--no-figures"]) == 0
+    assert "| samples | 3 |" in (tmp_path / "report" / "table.md").read_text()

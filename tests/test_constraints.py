@@ -454,15 +454,43 @@ def test_finish_stays_finite_on_noisy_states(dino, model):
     assert float((finished - noisy).abs().max()) <= 20 * 1.0 + 1e-6  # at most max_step per iteration
 
 
-@pytest.mark.parametrize("eos", ["teos10-poly", "seos"])
-def test_closed_form_gradient_equals_autograd(dino, model, eos):
+@pytest.mark.parametrize(
+    ("eos", "salinity"),
+    [("teos10-poly", "absolute"), ("eos80-poly", "absolute"), ("seos", "absolute"), ("auto", "practical")],
+)
+def test_closed_form_gradient_equals_autograd(dino, model, eos, salinity):
     layout, norm, ctx, data = model
     x = _inverted(data, ctx).double()
-    ctx64 = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
+    ctx64 = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64, salinity=salinity)
     constraint = StableStratification(eos=eos)
     leaf = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(constraint.penalty(leaf, ctx64).sum(), leaf)
     torch.testing.assert_close(constraint.penalty_gradient(x, ctx64), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_stable_stratification_auto_follows_the_context_salinity(dino, model):
+    """eos="auto" (the default): EOS-80 with a practical-salinity context, TEOS-10 with an absolute one."""
+    layout, norm, ctx, data = model
+    assert ctx.salinity == "absolute"
+    practical = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64, salinity="practical")
+    assert practical.salinity == "practical"
+    x = _inverted(data, ctx)
+    auto = StableStratification()
+    assert auto.eos == "auto" and "eos='auto'" in repr(auto)
+    assert auto.eos_for(practical) == "eos80-poly" and auto.eos_for(ctx) == "teos10-poly"
+    for name, context in (("eos80-poly", practical), ("teos10-poly", ctx)):
+        named = StableStratification(eos=name)
+        torch.testing.assert_close(auto.penalty(x, context), named.penalty(x, context), rtol=0, atol=0)
+        torch.testing.assert_close(auto(x, 10, context), named(x, 10, context), rtol=0, atol=0)
+        torch.testing.assert_close(auto.finish(x, context), named.finish(x, context), rtol=0, atol=0)
+    # the densities differ: practical-salinity states are not judged with TEOS-10
+    t, s = ctx.denormalise(x, "toce"), ctx.denormalise(x, "soce")
+    np.testing.assert_array_equal(auto._density(x, practical).numpy(), potential_density(t, s, eos="eos80-poly").numpy())
+    assert not torch.allclose(auto._density(x, practical), auto._density(x, ctx))
+    # an explicit name wins over the context
+    assert StableStratification(eos="teos10-poly").eos_for(practical) == "teos10-poly"
+    with pytest.raises(ConstraintError, match=r"salinity: expected.*'practical'.*found 'psu'"):
+        ConstraintContext.from_model(dino, layout, norm, salinity="psu")
 
 
 def test_density_derivatives_match_finite_differences():

@@ -38,6 +38,9 @@ RTOL = 1e-6
 TABLE = json.loads(
     (Path(__file__).resolve().parents[1] / "xoceandiff" / "data" / "eos_teos10_polynomial.json").read_text()
 )
+EOS80_TABLE = json.loads(
+    (Path(__file__).resolve().parents[1] / "xoceandiff" / "data" / "eos_eos80_polynomial.json").read_text()
+)
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -97,24 +100,24 @@ def smp_np(samples) -> dict[str, np.ndarray]:
 # --- the oracle: the paper's definitions, written out -------------------------------------------------
 
 
-def oracle_rho(t: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """sigma0 + 1000 as the literal double sum of EOSij0 zs^i zt^j."""
-    k = TABLE["constants"]
+def oracle_rho(t: np.ndarray, s: np.ndarray, table: dict = TABLE) -> np.ndarray:
+    """sigma0 + 1000 as the literal double sum of EOSij0 zs^i zt^j (TEOS-10 table by default)."""
+    k = table["constants"]
     zt = t * k["r1_T0"]
     zs = np.sqrt(np.abs(s + k["rdeltaS"]) * k["r1_S0"])
     rho = np.zeros_like(t)
     for i in range(7):
         for j in range(7 - i):
-            rho = rho + TABLE["coefficients"][f"EOS{i}{j}0"] * zs**i * zt**j
+            rho = rho + table["coefficients"][f"EOS{i}{j}0"] * zs**i * zt**j
     return rho
 
 
-def oracle_check_density(a: dict[str, np.ndarray]) -> np.ndarray:
+def oracle_check_density(a: dict[str, np.ndarray], table: dict = TABLE) -> np.ndarray:
     volume = a["e1t"] * a["e2t"] * a["e3t"]  # (z, y, x)
     total = volume[a["mask"]].sum()
     out = []
     for r in range(a["T"].shape[0]):
-        rho = oracle_rho(a["T"][r], a["S"][r])
+        rho = oracle_rho(a["T"][r], a["S"][r], table)
         unstable_volume = 0.0
         for k in range(rho.shape[0] - 1):
             both = a["mask"][k] & a["mask"][k + 1]
@@ -278,6 +281,33 @@ def test_units_come_from_the_metrics_table(computed, reference, samples):
     assert set(SCALAR_METRICS) | set(SET_COLUMNS) | {"toce_profile", "soce_profile"} == set(METRICS)
 
 
+def test_practical_salinity_gets_eos80_by_default(samples, smp_np, computed):
+    """soce as practical salinity (an EOS-80 run): the density metrics use NEMO's EOS-80 polynomial."""
+    practical = samples.copy()
+    practical["soce"] = samples.soce.assign_attrs(standard_name="sea_water_practical_salinity")
+    assert canonical.eos_for(practical) == "eos80-poly"
+    default = diagnostics(practical).compute()
+    named = diagnostics(practical, eos="eos80-poly").compute()
+    xr.testing.assert_identical(default.drop_attrs(), named.drop_attrs())
+    assert default.attrs["eos"] == "eos80-poly" and default.check_density.attrs["eos"] == "eos80-poly"
+    assert "eos='eos80-poly'" in default.attrs["history"].splitlines()[0]
+    # the independent oracle: the literal sum of the EOS-80 table's 28 surface terms
+    expected = oracle_check_density(smp_np, EOS80_TABLE)
+    np.testing.assert_allclose(default.check_density.values, expected, rtol=RTOL, atol=0)
+    # ... which is not what TEOS-10 gives on these near-neutral noisy columns
+    assert computed["samples"].attrs["eos"] == "teos10-poly"
+    assert not np.allclose(default.check_density.values, computed["samples"].check_density.values, rtol=1e-6)
+    assert unstable_interfaces(practical).attrs["eos"] == "eos80-poly"
+    # an explicit name still wins
+    np.testing.assert_array_equal(
+        diagnostics(practical, eos="teos10-poly").check_density.values, computed["samples"].check_density.values
+    )
+    # the report judges every set with the reference's equation of state, and records it
+    table = report(practical, {"Absolute": samples})
+    assert table.eos == "eos80-poly" and table.to_dataset().attrs["eos"] == "eos80-poly"
+    np.testing.assert_allclose(table.source("Data").check_density.values, expected, rtol=RTOL, atol=0)
+
+
 def test_numpy_backed_input_gives_the_same(reference, computed):
     eager = diagnostics(reference.compute()).compute()
     xr.testing.assert_allclose(eager[list(SCALAR_METRICS)], computed["reference"][list(SCALAR_METRICS)], rtol=1e-12)
@@ -316,7 +346,7 @@ def _column_dataset() -> xr.Dataset:
     )
 
 
-@pytest.mark.parametrize("eos", ["teos10-poly", "seos"])
+@pytest.mark.parametrize("eos", ["auto", "teos10-poly", "eos80-poly", "seos"])
 def test_check_density_hand_made_column(eos):
     ds = _column_dataset()
     got = float(density_error_percent(ds, eos=eos).squeeze())

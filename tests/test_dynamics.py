@@ -59,9 +59,12 @@ def test_thermal_wind_in_restart_with_seos(tmp_path):
     # the S-EOS at T = 10 °C is linear in salinity: rho = rho0 + b0 (S - 35)
     salinity = 35.0 + gradient * xr.DataArray(_meridional_distance(ds), dims="y_c") / SEOS_CONSTANTS["b0"]
     ocean = ds.tmask
+    attrs = {name: dict(ds[name].attrs) for name in ("toce", "soce")}  # not e3t's units
     ds["toce"] = (10.0 + 0 * ds.e3t).where(ocean).expand_dims(t=ds.t).transpose(*ds.toce.dims)
     ds["soce"] = (salinity + 0 * ds.e3t).where(ocean).expand_dims(t=ds.t).transpose(*ds.soce.dims)
-    (path,) = to_restart(ds, tmp_path, velocities="thermal_wind", eos="seos")
+    for name in attrs:
+        ds[name].attrs = attrs[name]
+    (path,) = to_restart(ds, tmp_path, velocities="thermal_wind", eos="seos", nemo_version="4.2")  # with ub
     assert check_restart(path, ds) == []
     expected = _analytic_u(ds.isel(t=0), gradient)
     with netCDF4.Dataset(path) as nc:

@@ -14,6 +14,7 @@ import dask.array as dsa
 import netCDF4
 import numpy as np
 import pytest
+import xarray as xr
 from compliance_checker.base import BaseCheck
 from compliance_checker.runner import CheckSuite
 from dask.delayed import Delayed
@@ -276,3 +277,13 @@ def test_user_encoding_is_merged(training, tmp_path):
     path = to_netcdf(training, tmp_path / "enc.nc", encoding={"toce": {"complevel": 9}})
     with netCDF4.Dataset(path) as nc:
         assert nc["toce"].filters()["complevel"] == 9 and nc["soce"].filters()["complevel"] == 4
+
+
+def test_practical_salinity_is_written_as_such(tmp_path):
+    """An EOS-80 run's salinity keeps its name and its (dimensionless) units in the CF file."""
+    ds = xoceandiff.datasets.dino(n=1, resolution=4.0)
+    ds["soce"] = ds.soce.assign_attrs(standard_name="sea_water_practical_salinity", units="1")
+    with xr.open_dataset(to_netcdf(ds, tmp_path / "practical.nc")) as written:
+        assert written.soce.attrs["standard_name"] == "sea_water_practical_salinity"
+        assert written.soce.attrs["units"] == "1"
+        assert written.toce.attrs["standard_name"] == "sea_water_potential_temperature"

@@ -47,7 +47,7 @@ def loaded(states):
 @pytest.fixture(scope="module")
 def restarts(states, tmp_path_factory):
     folder = tmp_path_factory.mktemp("restarts")
-    return to_restart(states, folder, kt=480, ndastp=20010101, rdt=2700.0)
+    return to_restart(states, folder, nemo_version="4.2", kt=480, ndastp=20010101, rdt=2700.0)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,8 @@ def test_options_are_validated_before_anything_is_read(states, tmp_path):
             to_restart(states, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
     options = RestartOptions(template=tmp_path / "t.nc")
-    assert options.velocity_mode == "template" and options.leapfrog
+    assert options.velocity_mode == "template" and not options.leapfrog  # NEMO 5.0 by default
+    assert RestartOptions(nemo_version=4.2).leapfrog
     assert RestartOptions(nemo_version="5.0", velocities="thermal_wind").velocity_mode == "thermal_wind"
     with pytest.raises(AttributeError):
         options.kt = 3  # frozen: validated once, never changed after
@@ -364,3 +365,118 @@ def test_initial_state_files(states, loaded, tmp_path):
     assert "'vosaline'" in text
     with pytest.raises(OutputExistsError):
         to_initial_state(states, tmp_path, index=1)
+
+
+# --- the run that reads the restarts: template, namelist, explicit options ------------------------------------
+
+NAMELIST_CFG = """!! NEMO/OCE :   Configuration namelist_cfg used to overwrite defaults value defined in namelist_ref
+!-----------------------------------------------------------------------
+&namrun        !   parameters of the run
+!-----------------------------------------------------------------------
+   cn_exp      =  "GYRE"   !  experience name ! not a comment: "!" inside quotes
+   nn_it000    =  1        !  first time step
+   nn_itend    =  4320     !  last  time step
+   nn_date0    =  00510101 !  date at nit_0000 (format yyyymmdd)
+   ln_rstart   = .false.   !  start from rest (F) or from a restart file (T)
+   cn_ocerst_indir = "./restarts/"   ! a "/" inside quotes does not close the group
+/
+&namdom        !   time and space domain
+   ln_linssh = .true. ,  rn_Dt = 14400.  ! time step for the dynamics and tracer
+   rn_atfp  =    0.1d0
+/
+&nameos        !   ocean Equation Of Seawater
+   ln_eos80    = .true.
+/
+&namtsd
+   sn_tem  = 'data_1m_potential_temperature_nomask', -1., 'votemper', .true., .true., 'yearly', '', '', ''
+/
+"""
+
+
+def test_namelist_reader(tmp_path):
+    from xoceandiff.restart_format import read_namelist, settings_from_namelist
+
+    path = tmp_path / "namelist_cfg"
+    path.write_text(NAMELIST_CFG)
+    groups = read_namelist(path)
+    assert groups["namrun"]["cn_exp"] == "GYRE" and groups["namrun"]["cn_ocerst_indir"] == "./restarts/"
+    assert groups["namrun"]["nn_date0"] == 510101 and groups["namrun"]["ln_rstart"] is False
+    assert groups["namdom"] == {"ln_linssh": True, "rn_dt": 14400.0, "rn_atfp": 0.1}
+    assert groups["nameos"] == {"ln_eos80": True}
+    assert groups["namtsd"]["sn_tem"][:4] == ["data_1m_potential_temperature_nomask", -1.0, "votemper", True]
+    settings = settings_from_namelist(path)
+    assert (settings.rdt, settings.ndastp, settings.kt, settings.ln_rstart) == (14400.0, 510101, 0, False)
+    assert settings.nemo_version is None  # rn_Dt: NEMO 4.2 or 5.0
+    old = tmp_path / "namelist_40"
+    old.write_text("&namdom\n   rn_rdt = 5760.\n/\n")
+    assert (settings_from_namelist(old).nemo_version, settings_from_namelist(old).rdt) == ("4.0", 5760.0)
+    bad = tmp_path / "namelist_bad"
+    bad.write_text("&namdom\n   rn_Dt = 'fast'\n/\n")
+    with pytest.raises(InvalidDataError, match=r"rn_dt in &namdom of .*expected a number, found 'fast'"):
+        settings_from_namelist(bad)
+
+
+def test_settings_from_a_namelist_and_explicit_options(states, tmp_path):
+    namelist = tmp_path / "namelist_cfg"
+    namelist.write_text(NAMELIST_CFG)
+    (path,) = to_restart(states.isel(sample=[0]), tmp_path / "a", namelist=namelist)
+    with netCDF4.Dataset(path) as nc:
+        assert float(nc["rdt"][...]) == 14400.0 and float(nc["ndastp"][...]) == 510101
+        assert "tb" not in nc.variables and nc.nemo_version == "5.0"  # 5.0 by default: rn_Dt does not tell
+    text = (tmp_path / "a" / "namelist_restart.txt").read_text()
+    assert "! NEMO version 5.0: default (no template, namelist or nemo_version told)" in text
+    assert f"! rdt = 14400 s: namelist {str(namelist)!r} (rn_Dt/rn_rdt)" in text
+    assert "nn_date0        = 00510101" in text and "rn_Dt           = 14400.0" in text
+    assert "sets ln_rstart = .false.: set it to .true." in text
+    # explicit options override the namelist
+    (path,) = to_restart(states.isel(sample=[0]), tmp_path / "b", namelist=namelist, rdt=7200.0, ndastp=520101,
+                         nemo_version="4.2")
+    with netCDF4.Dataset(path) as nc:
+        assert float(nc["rdt"][...]) == 7200.0 and float(nc["ndastp"][...]) == 520101 and "tb" in nc.variables
+    text = (tmp_path / "b" / "namelist_restart.txt").read_text()
+    assert "! NEMO version 4.2: given" in text and "! rdt = 7200 s: given" in text
+    for kwargs, message in (({"rdt": 0.0}, "rdt: expected a positive time step"),
+                            ({"ndastp": 20011301}, "ndastp: expected a date yyyymmdd")):
+        with pytest.raises(InvalidDataError, match=message):
+            to_restart(states, tmp_path / "c", **kwargs)
+    assert not (tmp_path / "c").exists()
+
+
+def test_settings_from_a_template_and_contradictions(states, loaded, tmp_path):
+    template = tmp_path / "GYRE_00000480_restart.nc"
+    _nemo_like_template(template, loaded.tmask.shape)  # NEMO 4.x: before fields, rdt 2700, kt 480
+    namelist = tmp_path / "namelist_cfg"
+    namelist.write_text(NAMELIST_CFG)
+    (path,) = to_restart(states.isel(sample=[0]), tmp_path / "a", template=template, namelist=namelist, kt=480)
+    assert check_restart(path, states, nemo_version="4.2") == []
+    text = (tmp_path / "a" / "namelist_restart.txt").read_text()
+    assert "! NEMO version 4.2: template" in text and "'before' fields" in text
+    assert "! rdt = 2700 s: template" in text and "nn_date0        = 20010116" in text  # the template wins
+    for kwargs, message in (
+        ({"nemo_version": "5.0"}, r"nemo_version: '5.0' given, but the template .* is a NEMO 4.2 restart"),
+        ({"rdt": 14400.0}, r"rdt: 14400.0 given, but the template .* has rdt = 2700.0"),
+        ({"kt": 0}, r"kt: 0 given, but the template .* has kt = 480"),
+        ({"ndastp": 19000101}, r"ndastp: 19000101 given, .* has ndastp = 20010116"),
+    ):
+        with pytest.raises(InvalidDataError, match=message):
+            to_restart(states.isel(sample=[0]), tmp_path / "b", template=template, **kwargs)
+    assert not (tmp_path / "b").exists()
+
+
+def test_nemo5_template_replaces_ssha_and_rk3_velocities(states, loaded, tmp_path):
+    """A NEMO 5.0 restart: no before fields, but ssha, uu_n, vv_n that must follow the new state."""
+    template = tmp_path / "GYRE_5_restart.nc"
+    _nemo_like_template(template, loaded.tmask.shape)
+    with netCDF4.Dataset(template, "r+") as nc:
+        for name in ("tb", "sb", "ub", "vb", "sshb"):
+            nc.renameVariable(name, {"tb": "uu_n", "sb": "vv_n", "sshb": "ssha"}.get(name, f"old_{name}"))
+    (path,) = to_restart(states.isel(sample=[0]), tmp_path / "a", template=template, velocities="rest")
+    ocean = loaded.tmask.values
+    with netCDF4.Dataset(path) as nc:
+        nc.set_auto_mask(False)
+        np.testing.assert_array_equal(nc["ssha"][0][ocean[0]], loaded.ssh.isel(sample=0).values[ocean[0]])
+        assert np.all(nc["uu_n"][:] == 0) and np.all(nc["vv_n"][:] == 0)
+    assert check_restart(path, states) == []  # read as a 5.0 restart: no before fields
+    assert "! NEMO version 5.0: template" in (tmp_path / "a" / "namelist_restart.txt").read_text()
+    with pytest.raises(InvalidDataError, match=r"nemo_version: '4.2' given, but the template .* NEMO 5.0"):
+        to_restart(states.isel(sample=[0]), tmp_path / "b", template=template, nemo_version="4.2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 
 import netCDF4
 import numpy as np
@@ -29,7 +30,8 @@ def loaded(states):
 
 @pytest.fixture(scope="module")
 def restarts(states, tmp_path_factory):
-    return to_restart(states, tmp_path_factory.mktemp("restarts"), kt=480, ndastp=20010101, rdt=2700.0)
+    return to_restart(states, tmp_path_factory.mktemp("restarts"), nemo_version="4.2", kt=480, ndastp=20010101,
+                      rdt=2700.0)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_checker_finds_a_plain_xarray_write(loaded, states, tmp_path):
     )
     path = tmp_path / "restart.nc"
     plain.to_netcdf(path)
-    problems = check_restart(path, states)
+    problems = check_restart(path, states, nemo_version="4.2")
     text = "\n".join(problems)
     assert "time_counter' has a fixed size" in text
     assert re.search(r"tn: \d+ values are NaN", text) and re.search(r"sshn: \d+ values are NaN", text)
@@ -148,3 +150,90 @@ def test_checker_reads_a_domain_cfg_without_tmask(restarts, nemo_files, tmp_path
     domcfg["bottom_level"] = (("time_counter", "y", "x"), bottom[None])
     domcfg.to_netcdf(tmp_path / "domain_cfg.nc")
     assert check_restart(restarts[0], tmp_path / "domain_cfg.nc") == []
+
+
+# --- plausibility of the states given to the writers ----------------------------------------------------------
+
+
+def _with_training_ranges(samples):
+    """Samples as the lead's generator writes them: training_min/max per level (toce, soce), scalars (ssh)."""
+    out = samples.copy()
+    ocean = samples.tmask.values
+    for name in ("toce", "soce"):
+        values = np.where(ocean[None], samples[name].values, np.nan)
+        out[name] = samples[name].copy()
+        with warnings.catch_warnings():  # levels without ocean: NaN, as the generator writes them
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[name].attrs.update(training_min=np.nanmin(values, axis=(0, 2, 3)),
+                                   training_max=np.nanmax(values, axis=(0, 2, 3)))
+    out["ssh"] = samples["ssh"].copy()
+    out["ssh"].attrs.update(training_min=float(samples.ssh.min()), training_max=float(samples.ssh.max()))
+    return out
+
+
+def test_plausible_states_pass(loaded):
+    from xoceandiff.restart_check import check_plausible
+
+    check_plausible(loaded)
+    check_plausible(_with_training_ranges(loaded))
+
+
+def test_kelvin_and_units_are_refused(loaded, tmp_path):
+    from xoceandiff.restart import to_initial_state
+    from xoceandiff.restart_check import check_plausible
+
+    kelvin = loaded.assign(toce=loaded.toce + 273.15)
+    with pytest.raises(InvalidDataError, match=r"toce of the samples at level 0 \(5\.0\d* m\): value 27\d\.\d+ outside "
+                                               r"the physical range -3 to 40 degC"):
+        check_plausible(kelvin)
+    with pytest.raises(InvalidDataError, match=r"toce of sample 0 at level 0 .*value 27\d"):
+        to_restart(kelvin, tmp_path / "out")
+    with pytest.raises(InvalidDataError, match=r"toce of state 1 at level 0"):
+        to_initial_state(kelvin, tmp_path / "initial", index=1)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "initial").exists()
+    # units K are refused even when the values look like degC; so is salinity as a mass fraction
+    labelled = loaded.copy()
+    labelled["toce"] = loaded.toce.assign_attrs(units="K")
+    with pytest.raises(InvalidDataError, match=r"toce: units 'K' where a restart needs degC"):
+        to_restart(labelled, tmp_path / "out")
+    labelled["toce"] = loaded.toce.assign_attrs(units="degree_Celsius")
+    labelled["soce"] = loaded.soce.assign_attrs(units="kg kg-1")
+    with pytest.raises(InvalidDataError, match=r"soce: units 'kg kg-1'"):
+        check_plausible(labelled)
+    labelled["soce"] = loaded.soce.assign_attrs(units="PSU")  # NEMO's own output
+    check_plausible(labelled)
+    with pytest.raises(InvalidDataError, match=r"ssh of the samples at the surface: value 25 outside the physical"):
+        check_plausible(loaded.assign(ssh=loaded.ssh.where(loaded.ssh.isnull(), 25.0)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_swapped_temperature_and_salinity_are_refused(loaded, tmp_path):
+    """Swapped fields lie within the physical ranges (toce 35, soce 2 to 25): the training ranges catch them."""
+    from xoceandiff.restart_check import check_plausible
+
+    trained = _with_training_ranges(loaded)
+    swapped = trained.copy()
+    swapped["toce"], swapped["soce"] = trained.soce.copy(), trained.toce.copy()
+    swapped["toce"].attrs, swapped["soce"].attrs = trained.toce.attrs, trained.soce.attrs
+    with pytest.raises(InvalidDataError, match=r"toce of sample 0 at level \d+ \([\d.]+ m\): value 3\d\.\d+ outside the "
+                                               r"training range .* widened by its span"):
+        to_restart(swapped, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # one deep value off by far more than the training spread: named with its level and depth
+    deep = trained.copy()
+    deep["toce"] = trained.toce.copy(data=trained.toce.values.copy())
+    cell = tuple(np.argwhere(loaded.tmask.values[30])[0])
+    deep["toce"].values[(1, 30, *cell)] = 20.0
+    depth = float(loaded.gdept_1d[30])
+    with pytest.raises(InvalidDataError, match=rf"toce of the samples at level 30 \({depth:g} m\): value 20 outside"):
+        check_plausible(deep)
+    # within the widened range: accepted
+    near = trained.copy()
+    span = trained.soce.attrs["training_max"] - trained.soce.attrs["training_min"]
+    near["soce"] = trained.soce + xr.DataArray(np.nan_to_num(0.9 * span), dims="z_c")
+    near["soce"].attrs = trained.soce.attrs
+    check_plausible(near)
+    wrong = trained.copy()
+    wrong["toce"] = trained.toce.assign_attrs(training_min=[0.0, 1.0], training_max=[1.0, 2.0])
+    with pytest.raises(InvalidDataError, match=r"toce: attributes training_min/training_max hold 2/2 values, expected 36"):
+        check_plausible(wrong)

@@ -209,8 +209,11 @@ class OceanDiffAccessor:
 
     # -- diagnostics --------------------------------------------------------------------------------
 
-    def diagnostics(self, *, eos: str = "teos10-poly", depth_box: float = 1500.0) -> xr.Dataset:
+    def diagnostics(self, *, eos: str = "auto", depth_box: float = 1500.0) -> xr.Dataset:
         """Per-record physical metrics, lazy (see :func:`xoceandiff.diagnostics.diagnostics`).
+
+        ``eos="auto"`` takes the equation of state of the data's salinity: EOS-80 for practical salinity,
+        TEOS-10 for absolute.
 
         Examples
         --------
@@ -223,7 +226,7 @@ class OceanDiffAccessor:
 
         return diagnostics(self._ds, eos=eos, depth_box=depth_box)
 
-    def density_errors(self, *, eos: str = "teos10-poly") -> xr.DataArray:
+    def density_errors(self, *, eos: str = "auto") -> xr.DataArray:
         """The paper's density-error percentage per record (see :func:`xoceandiff.diagnostics.density_error_percent`).
 
         Examples
@@ -281,19 +284,23 @@ class OceanDiffAccessor:
         *,
         mesh_mask: str | os.PathLike | xr.Dataset | None = None,
         template: str | os.PathLike | None = None,
-        nemo_version: str = "4.2",
-        kt: int = 0,
+        namelist: str | os.PathLike | None = None,
+        nemo_version: str | None = None,
+        kt: int | None = None,
         ndastp: int | None = None,
-        rdt: float = 3600.0,
+        rdt: float | None = None,
         adatrj: float | None = None,
-        ntime: int = 0,
+        ntime: int | None = None,
         velocities: str | None = None,
-        eos: str = "teos10-poly",
+        eos: str = "auto",
         prefix: str = "restart",
         ranks: tuple[int, int] | None = None,
         overwrite: bool = False,
     ) -> list:
         """One NEMO restart per sample and the namelist settings (see :func:`xoceandiff.restart.to_restart`).
+
+        Version, time step and date come from the explicit arguments, else the ``template`` restart, else the
+        ``namelist``, else the documented defaults (NEMO 5.0).
 
         Examples
         --------
@@ -305,7 +312,8 @@ class OceanDiffAccessor:
         """
         from .restart import to_restart
 
-        return to_restart(self._ds, target, mesh_mask=mesh_mask, template=template, nemo_version=nemo_version,
+        return to_restart(self._ds, target, mesh_mask=mesh_mask, template=template, namelist=namelist,
+                          nemo_version=nemo_version,
                           kt=kt, ndastp=ndastp, rdt=rdt, adatrj=adatrj, ntime=ntime, velocities=velocities, eos=eos,
                           prefix=prefix, ranks=ranks, overwrite=overwrite)
 

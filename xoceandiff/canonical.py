@@ -41,6 +41,10 @@ __all__ = [
     "SALINITY_STANDARD_NAMES",
     "salinity_kind",
     "eos_for",
+    "field_attrs",
+    "GRID_KIT",
+    "grid_kit",
+    "grid_from_kit",
 ]
 
 X, Y, Z = DIMS["X"], DIMS["Y"], DIMS["Z"]
@@ -197,8 +201,6 @@ SALINITY_STANDARD_NAMES: dict[str, str] = {
 }
 """The CF standard name of ``soce`` for each kind of salinity."""
 
-_EOS_OF_SALINITY = {"practical": "eos80-poly", "absolute": "teos10-poly"}
-
 
 def salinity_kind(ds: xr.Dataset) -> SalinityKind:
     """Whether ``soce`` holds practical (EOS-80 runs) or absolute salinity (TEOS-10 runs), from its standard name.
@@ -222,4 +224,76 @@ def salinity_kind(ds: xr.Dataset) -> SalinityKind:
 
 def eos_for(ds: xr.Dataset) -> str:
     """The equation of state that matches the dataset's salinity: EOS-80 for practical, TEOS-10 for absolute."""
-    return _EOS_OF_SALINITY[salinity_kind(ds)]
+    from .eos import EOS_OF_SALINITY  # the one table: eos owns the equations' names
+
+    return EOS_OF_SALINITY[salinity_kind(ds)]
+
+
+_TEMPERATURE_OF_SALINITY = {
+    "practical": "sea_water_potential_temperature",  # EOS-80 runs
+    "absolute": "sea_water_conservative_temperature",  # TEOS-10 runs
+}
+_SALINITY_UNITS = {"practical": "1", "absolute": "g kg-1"}  # practical salinity is dimensionless
+
+
+def field_attrs(name: str, salinity: SalinityKind = "absolute") -> dict[str, str]:
+    """The CF attributes of canonical field ``name`` for a run whose salinity is of kind ``salinity``.
+
+    Examples
+    --------
+    >>> field_attrs("soce", "practical")["standard_name"], field_attrs("soce", "practical")["units"]
+    ('sea_water_practical_salinity', '1')
+    >>> field_attrs("toce", "practical")["standard_name"]
+    'sea_water_potential_temperature'
+    """
+    attrs = dict(FIELDS[name].attrs)
+    if name == "soce":
+        attrs.update(standard_name=SALINITY_STANDARD_NAMES[salinity], units=_SALINITY_UNITS[salinity])
+    elif name == "toce":
+        attrs["standard_name"] = _TEMPERATURE_OF_SALINITY[salinity]
+    return attrs
+
+
+GRID_KIT: tuple[str, ...] = ("tmask", "e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit")
+"""The grid variables everything downstream of a model needs (masks, T-cell sizes, depths, positions)."""
+
+
+def grid_kit(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """The :data:`GRID_KIT` arrays of ``ds`` (loaded: the grid is small next to the fields).
+
+    Raises
+    ------
+    MissingVariableError
+        A kit variable is missing (the message says how to get the grid).
+    """
+    return {name: np.asarray(grid_variable(ds, name).values) for name in GRID_KIT}
+
+
+def grid_from_kit(kit: Mapping[str, Any], *, periodic_x: bool) -> xr.Dataset:
+    """The canonical grid (coordinates only) rebuilt from :func:`grid_kit` arrays, with xgcm's index axes.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=1, resolution=4.0)
+    >>> grid = grid_from_kit(grid_kit(ds), periodic_x=True)
+    >>> sorted(grid.oceandiff.grid.axes), bool((grid.tmask == ds.tmask).all()), grid.attrs["Iperio"]
+    (['X', 'Y', 'Z'], True, 1)
+    """
+    from .conventions import GRID_ATTRS
+
+    tmask = np.asarray(kit["tmask"]).astype(bool)
+    nz, ny, nx = tmask.shape
+    dims = {"tmask": SPATIAL_DIMS, "e3t": SPATIAL_DIMS, "gdept_1d": (Z,), "e1t": HORIZONTAL_DIMS,
+            "e2t": HORIZONTAL_DIMS, "glamt": HORIZONTAL_DIMS, "gphit": HORIZONTAL_DIMS}
+    coords: dict[str, Any] = {
+        name: (dims[name], np.asarray(kit[name]) if name != "tmask" else tmask) for name in GRID_KIT
+    }
+    # xnemogcm's index axes: T points at integers, U/V points half a cell east/north, W points half a cell up
+    coords.update({X: np.arange(nx), "x_f": np.arange(nx) + 0.5, Y: np.arange(ny), "y_f": np.arange(ny) + 0.5,
+                   Z: np.arange(nz), "z_f": np.arange(nz) - 0.5})
+    grid = xr.Dataset(coords=coords, attrs={"Iperio": int(periodic_x)})
+    for name in grid.coords:
+        if name in GRID_ATTRS:
+            grid[name].attrs = dict(GRID_ATTRS[name])
+    return grid

@@ -23,6 +23,8 @@ import dask
 import numpy as np
 import xarray as xr
 
+from .canonical import GRID_KIT, SalinityKind, grid_from_kit, salinity_kind
+from .canonical import grid_kit as kit_of
 from .errors import CheckpointError, InvalidDataError
 from .layout import Layout, check_fingerprint, grid_fingerprint
 from .normalisation import Normaliser, statistics
@@ -30,7 +32,7 @@ from .normalisation import Normaliser, statistics
 __all__ = ["ModelCard", "CARD_KEYS", "PROVENANCE_ATTRS"]
 
 CARD_KEYS = ("layout", "normalisation", "variables", "grid", "area_weighted_means", "periodic_x", "dataset",
-             "training")
+             "training", "salinity", "training_range")
 """The checkpoint metadata entries the card owns (the rest of ``metadata`` is free)."""
 
 PROVENANCE_ATTRS = ("title", "source", "dino_resolution", "dino_seed")
@@ -90,6 +92,14 @@ class ModelCard:
         Provenance of the training data (title, source, and for the embedded data its resolution and seed).
     training : mapping
         The training record (steps, seed, losses, command, ...); empty before training.
+    salinity : {"absolute", "practical"}
+        The kind of salinity the model was trained on (TEOS-10 or EOS-80 runs); samples carry it.
+    training_min, training_max : mapping of str to tuple of float, or None
+        Per field and level, the smallest and largest ocean value of the training data (NaN on land-only
+        levels): samples far outside are refused before they become restarts.
+    grid_kit : mapping of str to numpy.ndarray, or None
+        The grid variables of :data:`xoceandiff.canonical.GRID_KIT` (saved with the weights), so that the
+        model can sample on its grid with no data file; None for checkpoints written before they were kept.
 
     Examples
     --------
@@ -110,13 +120,26 @@ class ModelCard:
     periodic_x: bool = False
     dataset: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
+    salinity: SalinityKind = "absolute"
+    training_min: Mapping[str, tuple[float, ...]] | None = None
+    training_max: Mapping[str, tuple[float, ...]] | None = None
+    grid_kit: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", _frozen(self.dataset))
         object.__setattr__(self, "training", _frozen(self.training))
-        if self.training_means is not None:
-            means = {name: tuple(float(v) for v in values) for name, values in self.training_means.items()}
-            object.__setattr__(self, "training_means", ReadOnlyMapping(means))
+        if self.salinity not in ("absolute", "practical"):
+            raise InvalidDataError(f"salinity: expected 'absolute' or 'practical', found {self.salinity!r}.")
+        for name in ("training_means", "training_min", "training_max"):
+            table = getattr(self, name)
+            if table is not None:
+                values = {key: tuple(float(v) for v in level_values) for key, level_values in table.items()}
+                object.__setattr__(self, name, ReadOnlyMapping(values))
+        if self.grid_kit is not None:
+            missing = [name for name in GRID_KIT if name not in self.grid_kit]
+            if missing:
+                raise CheckpointError(f"grid_kit: the model's grid lacks {missing}; expected {list(GRID_KIT)}.")
+            object.__setattr__(self, "grid_kit", ReadOnlyMapping({k: np.asarray(self.grid_kit[k]) for k in GRID_KIT}))
 
     def __deepcopy__(self, memo: dict) -> ModelCard:
         return self  # immutable: copies of a model share their card
@@ -148,17 +171,20 @@ class ModelCard:
             normaliser=Normaliser.from_statistics(stats, scheme=scheme),
             grid_shape=tuple(fingerprint["shape"]),
             mask_sha256=fingerprint["mask_sha256"],
-            training_means={
-                name: tuple(np.atleast_1d(np.asarray(area_means[f"{name}_mean"].values, dtype=np.float64)))
-                for name in layout.fields
-            },
+            training_means=_per_level(area_means, layout.fields, "mean"),
             periodic_x=bool(int(ds.attrs.get("Iperio", 0))),
             dataset={k: ds.attrs[k] for k in PROVENANCE_ATTRS if k in ds.attrs},
+            salinity=salinity_kind(ds),
+            training_min=_per_level(stats, layout.fields, "min"),
+            training_max=_per_level(stats, layout.fields, "max"),
+            grid_kit=kit_of(ds),
         )
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> ModelCard:
+    def from_metadata(cls, metadata: Mapping[str, Any], grid_kit: Mapping[str, Any] | None = None) -> ModelCard:
         """The card recorded in a checkpoint's metadata (the inverse of :meth:`to_metadata`).
+
+        ``grid_kit`` holds the grid arrays saved beside the weights (:meth:`grid_tensors`), if any.
 
         Raises
         ------
@@ -180,17 +206,20 @@ class ModelCard:
         except (InvalidDataError, KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"model metadata: the layout, normalisation or grid does not parse: {error}") from error
         means = metadata.get("area_weighted_means")
+        ranges = metadata.get("training_range") or {}
         return cls(
             layout=layout,
             normaliser=normaliser,
             grid_shape=shape,
             mask_sha256=mask,
-            training_means=None if not means else {
-                name: tuple(float("nan") if v is None else float(v) for v in values) for name, values in means.items()
-            },
+            training_means=_from_json(means),
             periodic_x=bool(metadata.get("periodic_x", 0)),
             dataset=metadata.get("dataset") or {},
             training=metadata.get("training") or {},
+            salinity=metadata.get("salinity", "absolute"),
+            training_min=_from_json(ranges.get("min")),
+            training_max=_from_json(ranges.get("max")),
+            grid_kit=None if grid_kit is None else {k: np.asarray(v) for k, v in grid_kit.items()},
         )
 
     def with_training(self, record: Mapping[str, Any]) -> ModelCard:
@@ -209,6 +238,31 @@ class ModelCard:
         """The grid fingerprint as :func:`xoceandiff.layout.grid_fingerprint` gives it."""
         return {"shape": list(self.grid_shape), "mask_sha256": self.mask_sha256}
 
+    @property
+    def grid(self) -> xr.Dataset | None:
+        """The model's grid as a canonical dataset (coordinates only), or None when the card has no grid kit.
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+        >>> card = ModelCard.from_dataset(ds)
+        >>> card.check_grid(card.grid)  # the grid it carries is the one it was made for
+        >>> dict(card.grid.sizes)["z_c"], card.grid.attrs["Iperio"]
+        (36, 1)
+        """
+        if self.grid_kit is None:
+            return None
+        return grid_from_kit(self.grid_kit, periodic_x=self.periodic_x)
+
+    def grid_tensors(self) -> dict[str, Any]:
+        """The grid kit as tensors to save beside the weights (``grid.<name>``); empty without a kit."""
+        import torch
+
+        if self.grid_kit is None:
+            return {}
+        return {f"grid.{name}": torch.from_numpy(np.ascontiguousarray(values)) for name, values in self.grid_kit.items()}
+
     def check_grid(self, ds: xr.Dataset) -> None:
         """Raise :class:`~xoceandiff.errors.GridMismatchError` unless ``ds`` is on the model's grid."""
         check_fingerprint(self.fingerprint, ds)
@@ -220,11 +274,32 @@ class ModelCard:
             "normalisation": self.normaliser.to_dict(),
             "variables": list(self.layout.fields),
             "grid": self.fingerprint,
-            "area_weighted_means": None if self.training_means is None else {
-                name: [None if not np.isfinite(v) else float(v) for v in values]
-                for name, values in self.training_means.items()
-            },
+            "area_weighted_means": _to_json(self.training_means),
             "periodic_x": int(self.periodic_x),
             "dataset": dict(self.dataset),
             "training": json.loads(json.dumps(dict(self.training))),
+            "salinity": self.salinity,
+            "training_range": {"min": _to_json(self.training_min), "max": _to_json(self.training_max)},
         }
+
+
+def _per_level(stats: xr.Dataset, fields: tuple[str, ...], statistic: str) -> dict[str, tuple[float, ...]]:
+    """``{field: (value per level, ...)}`` of one statistic of a computed statistics Dataset."""
+    return {
+        name: tuple(np.atleast_1d(np.asarray(stats[f"{name}_{statistic}"].values, dtype=np.float64)))
+        for name in fields
+    }
+
+
+def _to_json(table: Mapping[str, tuple[float, ...]] | None) -> dict[str, list[float | None]] | None:
+    """Per-level values as JSON lists (NaN -> None)."""
+    if table is None:
+        return None
+    return {name: [None if not np.isfinite(v) else float(v) for v in values] for name, values in table.items()}
+
+
+def _from_json(table: Mapping[str, Any] | None) -> dict[str, tuple[float, ...]] | None:
+    """The inverse of :func:`_to_json` (None -> NaN)."""
+    if not table:
+        return None
+    return {name: tuple(float("nan") if v is None else float(v) for v in values) for name, values in table.items()}

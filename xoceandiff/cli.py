@@ -62,10 +62,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .model import load_model
     from .parallel import connect, generate_to_netcdf
-    from .pretrained import bundled_checkpoint, reference_for
+    from .pretrained import bundled_checkpoint, grid_for
 
     model = load_model(args.checkpoint or bundled_checkpoint())
-    ds = _load_data(args.data, args.mesh_mask, 1, 1.0, 0) if args.data else reference_for(model)
+    ds = _load_data(args.data, args.mesh_mask, 1, 1.0, 0) if args.data else grid_for(model, args.mesh_mask)
     client = connect(args.scheduler, args.local_workers)
     try:
         out = generate_to_netcdf(
@@ -116,16 +116,27 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(text: str) -> int:
+    """``--date YYYYMMDD`` (``00510101`` for year 51) as NEMO's integer ndastp."""
+    if not (text.isdigit() and len(text) == 8):
+        raise argparse.ArgumentTypeError(f"expected a date YYYYMMDD (e.g. 19000101 or 00510101), found {text!r}")
+    return int(text)
+
+
 def _cmd_restart(args: argparse.Namespace) -> int:
     from .nemo import open_grid
+    from .restart import to_restart
 
     grid = open_grid(args.mesh_mask) if args.mesh_mask else _reference(args, args.samples)
     samples = _open_samples(args.samples, grid)
-    paths = samples.oceandiff.to_restart(
-        args.out, mesh_mask=args.mesh_mask, template=args.template, nemo_version=args.nemo_version, kt=args.kt,
-        velocities=args.velocities, overwrite=args.overwrite,
+    paths = to_restart(
+        samples, args.out, mesh_mask=args.mesh_mask, template=args.template, namelist=args.namelist,
+        nemo_version=args.nemo_version, kt=args.kt, ndastp=args.date, rdt=args.rdt, velocities=args.velocities,
+        overwrite=args.overwrite,
     )
-    print(f"wrote {len(paths)} restart files to {args.out}")
+    namelist = Path(args.out) / "namelist_restart.txt"
+    settings = [line[2:] for line in namelist.read_text().splitlines()[3:6]]  # version, rdt, date: and whence
+    print(f"wrote {len(paths)} restart files to {args.out}\n  " + "\n  ".join(settings) + f"\nsettings: {namelist}")
     return 0
 
 
@@ -188,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=int, default=None, help="sampling steps (default: 1000 ddpm, 50 ddim, 25 dpm)")
     sample.add_argument("--seed", type=int, default=0, help="sample i uses the random stream (seed, i)")
     sample.add_argument("--data", nargs="+", default=None, help="NEMO files giving the grid (default: the DINO-like grid)")
-    sample.add_argument("--mesh-mask", default=None, help="mesh_mask.nc or domain_cfg.nc of --data")
+    sample.add_argument("--mesh-mask", default=None,
+                        help="mesh_mask.nc or domain_cfg.nc of --data, or alone: the grid to sample on "
+                             "(default: the grid the checkpoint carries)")
     sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda if the worker has one)")
     where = sample.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, help="address of a running dask scheduler (e.g. tcp://host:8786)")
@@ -203,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--mesh-mask", default=None, help="mesh_mask.nc or domain_cfg.nc of --reference")
     diagnose.add_argument("--dino-n", type=int, default=200, help="snapshots of the DINO-like reference (default: %(default)s)")
     diagnose.add_argument("--out", required=True, help="report folder")
-    diagnose.add_argument("--eos", default="teos10-poly", help="teos10-poly or seos (default: %(default)s)")
+    diagnose.add_argument("--eos", default="auto", choices=["auto", "teos10-poly", "eos80-poly", "seos"],
+                          help="equation of state; auto: EOS-80 for practical salinity, TEOS-10 for absolute")
     diagnose.add_argument("--depth-box", type=float, default=1500.0, help="box depth in m (default: %(default)s)")
     diagnose.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     diagnose.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -215,9 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--reference", nargs="+", default=["dino"], help=argparse.SUPPRESS)
     restart.add_argument("--dino-n", type=int, default=1, help=argparse.SUPPRESS)
     restart.add_argument("--out", required=True, help="output folder")
-    restart.add_argument("--template", default=None, help="an existing restart to copy every other variable from")
-    restart.add_argument("--nemo-version", default="4.2", help="4.0, 4.2 or 5.0 (default: %(default)s)")
-    restart.add_argument("--kt", type=int, default=0, help="time step of the restart (nn_it000 = kt + 1)")
+    restart.add_argument("--template", default=None,
+                         help="an existing restart of the run: every other variable, its version, rdt and calendar")
+    restart.add_argument("--namelist", default=None,
+                         help="the run's namelist_cfg: rdt from rn_Dt (rn_rdt), date from nn_date0, kt = nn_it000 - 1")
+    restart.add_argument("--nemo-version", default=None, choices=["4.0", "4.2", "5.0"],
+                         help="NEMO version of the run (default: the template's or namelist's, else 5.0)")
+    restart.add_argument("--rdt", type=float, default=None,
+                         help="time step in seconds, NEMO's rn_Dt (default: the template's or namelist's, else 3600)")
+    restart.add_argument("--date", type=_date, default=None, metavar="YYYYMMDD",
+                         help="date of the restart, ndastp (default: the template's, the namelist's nn_date0, "
+                              "the state's, else 19000101)")
+    restart.add_argument("--kt", type=int, default=None,
+                         help="time step of the restart, nn_it000 = kt + 1 (default: the template's or namelist's, else 0)")
     restart.add_argument("--velocities", default=None, help="rest or thermal_wind (default: rest, or the template's)")
     restart.add_argument("--overwrite", action="store_true", help="replace existing files")
     restart.set_defaults(func=_cmd_restart)

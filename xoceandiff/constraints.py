@@ -40,7 +40,14 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .eos import EOS_NAMES, potential_density, potential_density_and_gradient
+from .eos import (
+    AUTO_EOS,
+    EOS_NAMES,
+    EOS_OF_SALINITY,
+    potential_density,
+    potential_density_and_gradient,
+    resolve_eos,
+)
 from .errors import ConstraintError, GridMismatchError
 from .gridops import GridOps
 from .layout import Layout
@@ -218,6 +225,9 @@ class ConstraintContext:
         ``(L,)`` depth (m) of the kept levels.
     field_scale, field_offset : dict of str to torch.Tensor
         ``(n, 1, 1)`` scale and offset of each field's channels, for :meth:`denormalise`.
+    salinity : {"absolute", "practical"}
+        The kind of salinity the model generates (its training data's); ``eos="auto"`` density
+        constraints use EOS-80 for ``"practical"``, TEOS-10 for ``"absolute"``.
 
     Examples
     --------
@@ -244,6 +254,7 @@ class ConstraintContext:
     depths: torch.Tensor
     field_scale: Mapping[str, torch.Tensor]
     field_offset: Mapping[str, torch.Tensor]
+    salinity: str = "absolute"
 
     @classmethod
     def from_model(
@@ -257,6 +268,7 @@ class ConstraintContext:
         means: xr.Dataset | Mapping[str, Any] | None = None,
         grid: Any = None,
         ops: GridOps | None = None,
+        salinity: str = "absolute",
     ) -> ConstraintContext:
         """The context of a model (layout + normaliser) on the grid of ``ds``.
 
@@ -280,6 +292,10 @@ class ConstraintContext:
             The grid of ``ds`` (default :func:`xoceandiff.grid.build_grid`).
         ops : GridOps, optional
             Precomputed operators to reuse (moved to ``device``/``dtype``).
+        salinity : {"absolute", "practical"}, default "absolute"
+            The kind of salinity of the model's ``soce`` (the model card's; the salinity kind of its
+            training data, :func:`xoceandiff.canonical.salinity_kind`). It picks the equation of
+            state of ``eos="auto"`` constraints.
 
         Returns
         -------
@@ -288,10 +304,16 @@ class ConstraintContext:
         Raises
         ------
         xoceandiff.errors.ConstraintError
-            The normaliser lacks a field of the layout, or ``means`` lacks one.
+            The normaliser lacks a field of the layout, ``means`` lacks one, or ``salinity`` is not
+            ``"absolute"`` or ``"practical"``.
         xoceandiff.errors.GridMismatchError
             Normaliser, means or dataset are not on the layout's grid.
         """
+        if salinity not in EOS_OF_SALINITY:
+            raise ConstraintError(
+                f"salinity: expected one of {', '.join(map(repr, EOS_OF_SALINITY))} (the salinity kind of "
+                f"the model's soce), found {salinity!r}; pass the model card's salinity kind."
+            )
         missing = [f for f in layout.fields if f not in normaliser.fields]
         if missing:
             raise ConstraintError(
@@ -347,6 +369,7 @@ class ConstraintContext:
                 field_offset={
                     name: tensor(offset_np[chans])[:, None, None] for name, chans in channels.items()
                 },
+                salinity=salinity,
             )
 
     @property
@@ -549,7 +572,7 @@ class StableStratification(Constraint):
     r"""Gradient step towards static stability: potential density not decreasing with depth.
 
     On the de-normalised state, with :math:`\rho_k` the potential density referenced to the surface
-    (NEMO's TEOS-10 polynomial, or the simplified S-EOS) of kept level :math:`k` and :math:`V` the
+    (NEMO's TEOS-10 or EOS-80 polynomial, or the simplified S-EOS) of kept level :math:`k` and :math:`V` the
     cell volumes :math:`e_{1t} e_{2t} e_{3t}`, the penalty is the volume-weighted squared inversion
     between vertically adjacent kept levels, over the columns wet at both:
 
@@ -594,8 +617,10 @@ class StableStratification(Constraint):
     ----------
     kappa : KappaSchedule, callable, float or (base, amplitude, tau), optional
         Step schedule (default :class:`KappaSchedule`, the paper's).
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
-        Equation of state (:func:`xoceandiff.eos.potential_density`).
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state (:func:`xoceandiff.eos.potential_density`). ``"auto"`` follows the
+        salinity the model generates, :attr:`ConstraintContext.salinity`: NEMO's EOS-80 polynomial
+        for practical salinity, its TEOS-10 polynomial for absolute salinity (:meth:`eos_for`).
     margin : float, default 5e-3
         Density step :math:`\delta` (kg m-3) below which an interface is penalised.
     per_cell : bool, default True
@@ -615,15 +640,18 @@ class StableStratification(Constraint):
         self,
         kappa: KappaLike = None,
         *,
-        eos: str = "teos10-poly",
+        eos: str = AUTO_EOS,
         margin: float = 5e-3,
         per_cell: bool = True,
         final_iterations: int = 50,
         final_kappa: float = 0.25,
         max_step: float = 1.0,
     ) -> None:
-        if eos not in EOS_NAMES:
-            raise ConstraintError(f"eos: expected one of {list(EOS_NAMES)}, found {eos!r}.")
+        if eos != AUTO_EOS and eos not in EOS_NAMES:
+            raise ConstraintError(
+                f"eos: expected 'auto' or one of {list(EOS_NAMES)}, found {eos!r}; 'auto' follows the "
+                "salinity of the model (EOS-80 for practical, TEOS-10 for absolute)."
+            )
         self.kappa = make_kappa(kappa)
         self.eos = eos
         self.margin = float(margin)
@@ -631,6 +659,19 @@ class StableStratification(Constraint):
         self.final_iterations = int(final_iterations)
         self.final_kappa = float(final_kappa)
         self.max_step = float(max_step)
+
+    def eos_for(self, ctx: ConstraintContext) -> str:
+        """The equation of state used with context ``ctx``: :attr:`eos`, or for ``"auto"`` the salinity's.
+
+        Examples
+        --------
+        >>> from types import SimpleNamespace
+        >>> StableStratification().eos_for(SimpleNamespace(salinity="practical"))
+        'eos80-poly'
+        >>> StableStratification(eos="seos").eos_for(SimpleNamespace(salinity="practical"))
+        'seos'
+        """
+        return resolve_eos(self.eos, ctx.salinity)
 
     def check(self, layout: Layout) -> None:
         """Also refuse a layout with fewer than two kept levels (no interface to test)."""
@@ -661,7 +702,7 @@ class StableStratification(Constraint):
         """
         temperature = ctx.denormalise(x, "toce")
         salinity = ctx.denormalise(x, "soce")
-        rho, d_t, d_s = potential_density_and_gradient(temperature, salinity, eos=self.eos)
+        rho, d_t, d_s = potential_density_and_gradient(temperature, salinity, eos=self.eos_for(ctx))
         # dP/d(rho_k) from interface k (k the upper cell) and from interface k - 1 (k the deeper cell)
         slope = 2 * ctx.ops.interface_weight * self._inversions(rho)
         d_rho = torch.nn.functional.pad(slope, (0, 0, 0, 0, 0, 1)) - torch.nn.functional.pad(slope, (0, 0, 0, 0, 1, 0))
@@ -693,7 +734,7 @@ class StableStratification(Constraint):
 
     def _density(self, x: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
         """Potential density (kg m-3) of the kept levels, ``(B, L, H, W)``."""
-        return potential_density(ctx.denormalise(x, "toce"), ctx.denormalise(x, "soce"), eos=self.eos)
+        return potential_density(ctx.denormalise(x, "toce"), ctx.denormalise(x, "soce"), eos=self.eos_for(ctx))
 
     def _inversions(self, rho: torch.Tensor) -> torch.Tensor:
         """``max(0, rho_k - rho_{k+1} + margin)`` per interface, ``(B, L-1, H, W)``."""

@@ -21,6 +21,12 @@ __all__ = [
     "SAMPLE_DIM",
     "TIME_DIM",
     "PAPER_REFERENCE",
+    "UnitRule",
+    "UNITS",
+    "SALINITY_KIND_OF_STANDARD_NAME",
+    "PlausibleRange",
+    "PLAUSIBLE_RANGES",
+    "CALENDARS",
 ]
 
 
@@ -87,6 +93,7 @@ FIELDS: dict[str, FieldSpec] = {
         standard_names=(
             "sea_water_absolute_salinity",
             "sea_water_practical_salinity",
+            "sea_water_reference_salinity",
             "sea_water_salinity",
         ),
         aliases=("soce", "soce_inst", "vosaline", "so", "sn"),
@@ -109,6 +116,108 @@ FIELD_NAMES: tuple[str, ...] = tuple(FIELDS)
 # ``cf_xarray.set_options(custom_criteria=CF_CRITERIA)``, ``ds.cf[["toce"]]`` finds the temperature of
 # raw NEMO / CMIP output whatever its name. :func:`xoceandiff.nemo.find_field` ranks those candidates.
 CF_CRITERIA: dict[str, dict[str, str]] = {name: spec.cf_criteria for name, spec in FIELDS.items()}
+
+
+@dataclass(frozen=True)
+class UnitRule:
+    """How values written in one spelling of units become canonical: ``value * scale + offset``.
+
+    ``salinity`` is the kind of salinity these units imply (``soce`` only; None: they do not say), and
+    ``needs_standard_name`` marks units that are accepted only when the standard name says that kind
+    (a mass fraction in kg/kg could be either kind).
+    """
+
+    units: str
+    scale: float = 1.0
+    offset: float = 0.0
+    salinity: str | None = None
+    needs_standard_name: bool = False
+
+    @property
+    def converts(self) -> bool:
+        """Whether values change (not only the spelling of the units)."""
+        return self.scale != 1.0 or self.offset != 0.0
+
+
+def _spellings(rule: UnitRule, *names: str) -> dict[str, UnitRule]:
+    return dict.fromkeys(names, rule)
+
+
+# The units open_nemo accepts for each field, in the spellings met in files; they are compared in lower
+# case with blanks collapsed ("Deg C" reads as "deg c"). The canonical units of soce depend on the kind of
+# salinity: "1" for practical salinity (dimensionless, PSS-78), "g kg-1" for absolute salinity; the
+# ``units`` of a salinity rule are those of the kind it implies. Anything else is refused.
+UNITS: dict[str, dict[str, UnitRule]] = {
+    "toce": {
+        **_spellings(UnitRule("degC"), "degC", "C", "deg_C", "deg C", "celsius", "°C", "degree_Celsius",
+                     "degrees_Celsius", "degree_C", "degrees_C", "degreeC", "degrees C"),
+        **_spellings(UnitRule("degC", offset=-273.15), "K", "kelvin", "degK", "deg_K", "degree_Kelvin",
+                     "degrees_Kelvin"),
+    },
+    "soce": {
+        **_spellings(UnitRule("1", salinity="practical"), "PSU", "PSS-78", "PSS78", "1", "1e-3", "0.001",
+                     "practical_salinity_unit", "practical_salinity_units"),
+        **_spellings(UnitRule("g kg-1", salinity="absolute"), "g kg-1", "g/kg", "g kg^-1", "g.kg-1"),
+        **_spellings(UnitRule("g kg-1", scale=1000.0, salinity="absolute", needs_standard_name=True),
+                     "kg kg-1", "kg/kg", "kg kg^-1", "kg.kg-1"),
+    },
+    "ssh": {
+        **_spellings(UnitRule("m"), "m", "meter", "metre", "meters", "metres"),
+        **_spellings(UnitRule("m", scale=0.01), "cm", "centimeter", "centimetre", "centimeters", "centimetres"),
+        **_spellings(UnitRule("m", scale=0.001), "mm", "millimeter", "millimetre", "millimeters", "millimetres"),
+    },
+}
+
+# The kind of salinity each CF standard name of soce says (sea_water_salinity says neither). Reference
+# salinity is TEOS-10's, in g kg-1, and goes with the TEOS-10 equation of state as absolute salinity does.
+SALINITY_KIND_OF_STANDARD_NAME: dict[str, str] = {
+    "sea_water_practical_salinity": "practical",
+    "sea_water_absolute_salinity": "absolute",
+    "sea_water_reference_salinity": "absolute",
+}
+
+
+@dataclass(frozen=True)
+class PlausibleRange:
+    """The values an ocean cell of a field can physically hold, in canonical units.
+
+    ``max_at_least``: the largest ocean value of a record must reach it (salinity in kg/kg labelled
+    g/kg holds 0.035 everywhere: inside the range, but no ocean is that fresh). ``deep_high``: the
+    largest value allowed below ``deep_below`` metres (the deep ocean is nowhere warmer than ~22 °C, the
+    Red Sea's; salinity read as temperature, 35 everywhere, is not).
+    """
+
+    low: float
+    high: float
+    max_at_least: float | None = None
+    deep_high: float | None = None
+    deep_below: float = 1000.0
+
+
+PLAUSIBLE_RANGES: dict[str, PlausibleRange] = {
+    "toce": PlausibleRange(-3.0, 40.0, deep_high=25.0),
+    "soce": PlausibleRange(0.0, 45.0, max_at_least=1.0),
+    "ssh": PlausibleRange(-10.0, 10.0),
+}
+
+# NEMO's calendar names (IOIPSL writes "360d", "noleap", "365d", "366d"; older XIOS "gregorian") and the
+# CF names cftime decodes; names CF already knows map to themselves.
+CALENDARS: dict[str, str] = {
+    "360d": "360_day",
+    "360_day": "360_day",
+    "365d": "noleap",
+    "365_day": "noleap",
+    "noleap": "noleap",
+    "no_leap": "noleap",
+    "366d": "all_leap",
+    "366_day": "all_leap",
+    "all_leap": "all_leap",
+    "gregorian": "standard",
+    "standard": "standard",
+    "proleptic_gregorian": "proleptic_gregorian",
+    "julian": "julian",
+}
+
 
 # Dimension names of the canonical dataset: xnemogcm's (xgcm-ready) names for T points.
 TIME_DIM = "t"

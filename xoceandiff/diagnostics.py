@@ -13,7 +13,9 @@ Per record (the *record dimension* is the one dimension of the fields that is no
     density referenced to the surface per cell; the interface between vertically adjacent cells
     ``k`` and ``k+1`` (``k+1`` deeper) is unstable when ``rho[k+1] < rho[k]`` and both cells are
     ocean; it counts with the volume ``e1t * e2t * e3t`` of the deeper cell; the metric is
-    ``100 * sum(unstable volumes) / volume of all ocean cells (every level)``.
+    ``100 * sum(unstable volumes) / volume of all ocean cells (every level)``. The equation of
+    state follows the salinity of ``soce`` unless named (``eos="auto"``, :func:`dataset_eos`):
+    NEMO's EOS-80 polynomial for practical salinity, its TEOS-10 polynomial for absolute salinity.
 ``BWbox_toce``, ``BWbox_soce``
     Bottom-Water box: volume-weighted means over the ocean cells that are *not*
     (``depth < depth_box`` and ``|latitude| < 30``).
@@ -56,6 +58,7 @@ from .canonical import (
     cell_area,
     cell_volume,
     cell_weights,
+    eos_for,
     field_dims,
     grid_variable,
     ocean_mask,
@@ -63,7 +66,7 @@ from .canonical import (
     stamp_history,
 )
 from .conventions import FIELDS
-from .eos import EOS_NAMES, potential_density
+from .eos import AUTO_EOS, EOS_NAMES, potential_density
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 
 __all__ = [
@@ -74,6 +77,7 @@ __all__ = [
     "SPATIAL_DIMS",
     "record_dim",
     "record_labels",
+    "dataset_eos",
     "box_masks",
     "unstable_interfaces",
     "unstable_column_counts",
@@ -179,7 +183,7 @@ TROPICS_LATITUDE = 30.0  # degrees: the boxes' latitude limit
 DEEP_WATER_TOP = 500.0  # m: top of the Deep-Water box
 TARGET_DEPTH_500M = 500.0  # m: the level of temperature_500m_30NS
 
-EosName = Literal["teos10-poly", "seos"]
+EosName = Literal["auto", "teos10-poly", "eos80-poly", "seos"]
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -215,10 +219,48 @@ def _weighted_mean(field: xr.DataArray, weights: xr.DataArray, dims: Sequence[st
 
 
 def _check_eos(eos: str) -> None:
-    if eos not in EOS_NAMES:
+    if eos != AUTO_EOS and eos not in EOS_NAMES:
         raise InvalidDataError(
-            f"eos: expected one of {', '.join(repr(n) for n in EOS_NAMES)}, found {eos!r}."
+            f"eos: expected 'auto' or one of {', '.join(repr(n) for n in EOS_NAMES)}, found {eos!r}; "
+            "'auto' picks EOS-80 for practical salinity and TEOS-10 for absolute salinity."
         )
+
+
+def dataset_eos(ds: xr.Dataset, eos: EosName = "auto") -> str:
+    """The equation of state the density metrics of ``ds`` use.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Canonical dataset; with ``eos="auto"`` its ``soce`` standard name decides
+        (:func:`xoceandiff.canonical.eos_for`).
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        ``"auto"``: ``"eos80-poly"`` (NEMO's EOS-80 polynomial) when ``soce`` is practical salinity
+        (``sea_water_practical_salinity``), ``"teos10-poly"`` otherwise. An explicit name is checked
+        and returned.
+
+    Returns
+    -------
+    str
+        One of :data:`xoceandiff.eos.EOS_NAMES`.
+
+    Raises
+    ------
+    InvalidDataError
+        An unknown ``eos``.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> ds = xoceandiff.datasets.dino(n=1, resolution=4.0)
+    >>> dataset_eos(ds), dataset_eos(ds, "seos")
+    ('teos10-poly', 'seos')
+    >>> ds.soce.attrs["standard_name"] = "sea_water_practical_salinity"
+    >>> dataset_eos(ds)
+    'eos80-poly'
+    """
+    _check_eos(eos)
+    return eos_for(ds) if eos == AUTO_EOS else eos
 
 
 def _check_depth_box(depth_box: float) -> float:
@@ -311,16 +353,17 @@ def box_masks(ds: xr.Dataset, *, depth_box: float = 1500.0) -> xr.Dataset:
 # --- per-record metrics ----------------------------------------------------------------------------
 
 
-def unstable_interfaces(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.DataArray:
+def unstable_interfaces(ds: xr.Dataset, *, eos: EosName = "auto") -> xr.DataArray:
     """Where the water column is statically unstable, per interface between adjacent levels.
 
     Parameters
     ----------
     ds : xarray.Dataset
         Canonical dataset with ``toce``, ``soce`` and ``tmask``.
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
         Equation of state of the surface-referenced potential density
-        (see :func:`xoceandiff.eos.potential_density`).
+        (see :func:`xoceandiff.eos.potential_density`); ``"auto"`` matches the salinity of ``soce``
+        (:func:`dataset_eos`: EOS-80 for practical salinity, TEOS-10 for absolute).
 
     Returns
     -------
@@ -337,7 +380,7 @@ def unstable_interfaces(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.D
     >>> int(unstable_interfaces(ds).sum())  # the DINO-like states are stable by construction
     0
     """
-    _check_eos(eos)
+    eos = dataset_eos(ds, eos)
     rdim = record_dim(ds)
     rho = potential_density(_field(ds, "toce"), _field(ds, "soce"), eos=eos)
     ocean = ocean_mask(ds)
@@ -352,15 +395,15 @@ def unstable_interfaces(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.D
     return unstable
 
 
-def unstable_column_counts(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.DataArray:
+def unstable_column_counts(ds: xr.Dataset, *, eos: EosName = "auto") -> xr.DataArray:
     """Where the density errors are: the mean number of unstable interfaces per column over the records.
 
     Parameters
     ----------
     ds : xarray.Dataset
         Canonical dataset with ``toce``, ``soce`` and ``tmask``.
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
-        Equation of state of the potential density.
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the potential density (:func:`dataset_eos`).
 
     Returns
     -------
@@ -375,6 +418,7 @@ def unstable_column_counts(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> x
     >>> counts.dims, float(counts.max())
     (('y_c', 'x_c'), 0.0)
     """
+    eos = dataset_eos(ds, eos)
     rdim = record_dim(ds)
     counts = unstable_interfaces(ds, eos=eos).sum(Z).mean(rdim).reset_coords(drop=True)
     counts = counts.where(ocean_mask(ds, "ssh")).rename("unstable_interfaces_per_column")
@@ -382,7 +426,7 @@ def unstable_column_counts(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> x
     return counts
 
 
-def density_error_percent(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr.DataArray:
+def density_error_percent(ds: xr.Dataset, *, eos: EosName = "auto") -> xr.DataArray:
     """Density errors (%), the paper's ``check_density``.
 
     ``100 * sum(volume of the deeper cell of each unstable interface) / (volume of all ocean cells)``,
@@ -392,8 +436,8 @@ def density_error_percent(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr
     ----------
     ds : xarray.Dataset
         Canonical dataset with ``toce``, ``soce`` and the grid.
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
-        Equation of state of the potential density.
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the potential density (:func:`dataset_eos`).
 
     Returns
     -------
@@ -407,6 +451,7 @@ def density_error_percent(ds: xr.Dataset, *, eos: EosName = "teos10-poly") -> xr
     >>> density_error_percent(ds).values.tolist()
     [0.0, 0.0]
     """
+    eos = dataset_eos(ds, eos)
     rdim = record_dim(ds)
     volume = cell_volume(ds)
     unstable = unstable_interfaces(ds, eos=eos).reset_coords(drop=True)
@@ -623,7 +668,7 @@ def zonal_mean(ds: xr.Dataset, name: str = "toce") -> xr.DataArray:
     return _weighted_mean(mean_state, weights, (X,)).transpose(Z, Y).rename(f"{name}_zonal_mean")
 
 
-def diagnostics(ds: xr.Dataset, *, eos: EosName = "teos10-poly", depth_box: float = 1500.0) -> xr.Dataset:
+def diagnostics(ds: xr.Dataset, *, eos: EosName = "auto", depth_box: float = 1500.0) -> xr.Dataset:
     """All per-record metrics of a set of ocean states, lazily.
 
     Parameters
@@ -633,8 +678,10 @@ def diagnostics(ds: xr.Dataset, *, eos: EosName = "teos10-poly", depth_box: floa
         (record, y_c, x_c), land NaN, and the grid coordinates ``tmask``, ``e1t``, ``e2t``,
         ``e3t``, ``gdept_1d``, ``gphit``. The record dimension is whatever ``toce`` has besides
         z_c, y_c, x_c (``t``, ``sample``, ...).
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
-        Equation of state of the density errors (the paper: NEMO's TEOS-10 polynomial).
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the density errors: ``"auto"`` matches the salinity of ``soce``
+        (:func:`dataset_eos`): NEMO's EOS-80 polynomial for practical salinity, its TEOS-10
+        polynomial (the paper's) for absolute salinity. The one used is in ``attrs["eos"]``.
     depth_box : float, default 1500.0
         Depth limit of the Bottom-Water and Deep-Water boxes (m).
 
@@ -663,7 +710,7 @@ def diagnostics(ds: xr.Dataset, *, eos: EosName = "teos10-poly", depth_box: floa
     >>> bool((metrics.BWbox_soce > 34).all())
     True
     """
-    _check_eos(eos)
+    eos = dataset_eos(ds, eos)
     depth_box = _check_depth_box(depth_box)
     rdim = record_dim(ds)
     parts = [
@@ -742,6 +789,10 @@ def diversity(ds: xr.Dataset, *, fields: Sequence[str] = ("toce", "soce", "ssh")
         weights = weights / weights.sum()
         x = _field(ds, name).drop_vars(rdim, errors="ignore")
         x = (x - x.mean(rdim)).where(weights > 0, 0.0)
+        if x.chunks is not None:
+            # all records in one chunk, cells split instead: the Gram matrix is then one (n, n) block per
+            # chunk of cells, summed, rather than (record chunks)^2 blocks (dask's PerformanceWarning)
+            x = x.chunk({rdim: -1, dims[0]: "auto"})
         xw = x * weights
         gram = xr.dot(xw, x.rename({rdim: other}), dim=list(dims))
         norms = (xw * x).sum(dims)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .canonical import X, Y, Z
+from .canonical import X, Y, Z, eos_for
 from .eos import density_seos, potential_density
 from .errors import MissingVariableError
 from .grid import build_grid
@@ -47,6 +47,8 @@ def _to_levels(w_field: xr.DataArray, ds: xr.Dataset) -> xr.DataArray:
 def _density(ds: xr.Dataset, density: xr.DataArray | None, eos: str, rho0: float) -> xr.DataArray:
     """Density at T points, land 0 (so that gradients across the coast are masked, not NaN)."""
     if density is None:
+        if eos == "auto":  # the equation of state of the state's salinity (EOS-80 for practical)
+            eos = eos_for(ds)
         if eos == "seos":
             density = density_seos(_bare(ds, "toce"), _bare(ds, "soce"), rho0=rho0)
         else:
@@ -107,7 +109,7 @@ def thermal_wind(
     ds: xr.Dataset,
     *,
     density: xr.DataArray | None = None,
-    eos: str = "teos10-poly",
+    eos: str = "auto",
     rho0: float = RHO0,
     gravity: float = GRAVITY,
     equator_band: float = 5.0,
@@ -140,8 +142,9 @@ def thermal_wind(
         coordinates ``umask``, ``vmask``, ``e1u``, ``e2v``, ``e3w`` (or ``gdept_1d``), ``gphit``.
     density : xarray.DataArray, optional
         Density at T points (kg m-3) to use instead of the equation of state.
-    eos : {"teos10-poly", "seos"}
-        Equation of state for the potential density (:func:`xoceandiff.eos.potential_density`).
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}
+        Equation of state for the potential density (:func:`xoceandiff.eos.potential_density`); ``"auto"``
+        follows the salinity kind (EOS-80 for practical salinity, TEOS-10 for absolute).
     rho0, gravity : float
         Reference density (kg m-3) and gravity (m s-2).
     equator_band : float

@@ -1,6 +1,6 @@
 """Equations of state of sea water: potential density from temperature and salinity.
 
-Two equations of state are provided, each evaluated from a single table of coefficients:
+Three equations of state are provided, each evaluated from a single table of coefficients:
 
 ``"teos10-poly"``
     The polynomial fit to TEOS-10 used by NEMO (``src/OCE/TRA/eosbn2.F90``), from
@@ -9,6 +9,14 @@ Two equations of state are provided, each evaluated from a single table of coeff
     *Ocean Modelling*, 90, 29-43, doi:10.1016/j.ocemod.2015.04.002. The coefficients are package
     data (``xoceandiff/data/eos_teos10_polynomial.json``); the surface-referenced potential density
     uses its 28 ``EOSij0`` terms.
+``"eos80-poly"``
+    The polynomial fit to EOS-80 of the same paper, as coded in NEMO 5.0 (the ``np_eos80`` case of
+    ``eosbn2``, ``ln_eos80 = .true.``, what GYRE runs with): the same functional form with other
+    coefficients, taking potential temperature (°C) and practical salinity. The coefficients are
+    package data (``xoceandiff/data/eos_eos80_polynomial.json``); the potential density uses its
+    28 ``EOSij0`` terms. It agrees with TEOS-10 evaluated at the reference salinity of the practical
+    salinity (``gsw.sigma0(SR, CT_from_pt(SR, T))``) to better than 1e-3 kg m-3 and with the UNESCO
+    (1981) EOS-80 formula to about 1e-2 kg m-3 over the ocean's range.
 ``"seos"``
     The simplified S-EOS of the same paper, as run by the DINO configuration: linear in salinity,
     quadratic in temperature, with a thermobaric term.
@@ -18,8 +26,11 @@ unchanged on Python floats, numpy arrays, xarray DataArrays (dask-backed ones st
 tensors (differentiable through autograd, dtype and device preserved). Where an input is a
 DataArray, the result is a DataArray named ``rhop`` with CF attributes.
 
-In NEMO the model fields are used directly as Conservative Temperature (°C) and Absolute Salinity
-(g/kg); so are they here.
+In NEMO the model fields are used directly as the variables of the chosen equation of state:
+Conservative Temperature (°C) and Absolute Salinity (g/kg) for TEOS-10, potential temperature (°C)
+and practical salinity for EOS-80; so are they here. Which one a dataset needs follows from its
+salinity (:func:`xoceandiff.canonical.eos_for`; ``eos="auto"`` in the diagnostics, the report and the
+``stable_stratification`` constraint).
 """
 
 from __future__ import annotations
@@ -39,10 +50,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EOS_NAMES",
+    "AUTO_EOS",
+    "EOS_OF_SALINITY",
     "SEOS_CONSTANTS",
     "TEOS10_CONSTANTS",
     "TEOS10_COEFFICIENTS",
+    "EOS80_CONSTANTS",
+    "EOS80_COEFFICIENTS",
+    "resolve_eos",
     "sigma0_teos10",
+    "sigma0_eos80",
     "density_seos",
     "potential_density",
     "potential_density_and_gradient",
@@ -51,28 +68,38 @@ __all__ = [
 FieldLike: TypeAlias = "float | np.ndarray | xr.DataArray | torch.Tensor"
 """What the functions accept and return: a number, a numpy array, a DataArray or a torch tensor."""
 
-EOS_NAMES: tuple[str, ...] = ("teos10-poly", "seos")
+EOS_NAMES: tuple[str, ...] = ("teos10-poly", "eos80-poly", "seos")
 """Names accepted by :func:`potential_density`."""
 
+AUTO_EOS = "auto"
+"""The name that asks for the equation of state matching the salinity (see :func:`resolve_eos`)."""
+
+EOS_OF_SALINITY: MappingProxyType[str, str] = MappingProxyType(
+    {"practical": "eos80-poly", "absolute": "teos10-poly"}
+)
+"""The equation of state of each kind of salinity: EOS-80 runs carry practical salinity, TEOS-10 runs absolute."""
+
 _DATA_FILE = "eos_teos10_polynomial.json"
+_EOS80_DATA_FILE = "eos_eos80_polynomial.json"
 _OUTPUT_NAME = "rhop"
 _STANDARD_NAME = "sea_water_potential_density"
 _UNITS = "kg m-3"
 _POLY_DEGREE = 6  # total degree in (zs, zt) of the surface terms EOSij0
 
 
-def _load_teos10_table() -> dict:
-    """Read the coefficient table shipped as package data."""
+def _load_table(filename: str = _DATA_FILE) -> dict:
+    """Read a coefficient table shipped as package data."""
     text = (
         resources.files("xoceandiff")
         .joinpath("data")
-        .joinpath(_DATA_FILE)
+        .joinpath(filename)
         .read_text(encoding="utf-8")
     )
     return json.loads(text)
 
 
-_TABLE = _load_teos10_table()
+_TABLE = _load_table(_DATA_FILE)
+_EOS80_TABLE = _load_table(_EOS80_DATA_FILE)
 
 TEOS10_CONSTANTS: MappingProxyType[str, float] = MappingProxyType(
     {name: float(value) for name, value in _TABLE["constants"].items()}
@@ -84,8 +111,20 @@ TEOS10_COEFFICIENTS: MappingProxyType[str, float] = MappingProxyType(
 )
 """The coefficients ``EOSijk`` (multiplying ``zs**i * zt**j * zh**k``), read from package data."""
 
+EOS80_CONSTANTS: MappingProxyType[str, float] = MappingProxyType(
+    {name: float(value) for name, value in _EOS80_TABLE["constants"].items()}
+)
+"""Scaling constants of the EOS-80 polynomial: ``rdeltaS = 20``, ``r1_S0 = r1_T0 = 1/40``, ``r1_Z0``."""
 
-def _surface_horner_table() -> tuple[tuple[float, ...], ...]:
+EOS80_COEFFICIENTS: MappingProxyType[str, float] = MappingProxyType(
+    {name: float(value) for name, value in _EOS80_TABLE["coefficients"].items()}
+)
+"""The EOS-80 coefficients ``EOSijk`` (multiplying ``zs**i * zt**j * zh**k``), read from package data."""
+
+
+def _surface_horner_table(
+    coefficients: MappingProxyType[str, float] = TEOS10_COEFFICIENTS, filename: str = _DATA_FILE
+) -> tuple[tuple[float, ...], ...]:
     """Arrange the ``EOSij0`` coefficients for Horner's scheme.
 
     Element ``j`` holds the coefficients of ``zt**j`` as a polynomial in ``zs``, in ascending powers
@@ -95,17 +134,27 @@ def _surface_horner_table() -> tuple[tuple[float, ...], ...]:
     for j in range(_POLY_DEGREE + 1):
         try:
             rows.append(
-                tuple(TEOS10_COEFFICIENTS[f"EOS{i}{j}0"] for i in range(_POLY_DEGREE + 1 - j))
+                tuple(coefficients[f"EOS{i}{j}0"] for i in range(_POLY_DEGREE + 1 - j))
             )
-        except KeyError as err:  # pragma: no cover - the shipped table is complete
+        except KeyError as err:  # pragma: no cover - the shipped tables are complete
             raise InvalidDataError(
-                f"the TEOS-10 coefficient table {_DATA_FILE!r} lacks {err.args[0]}; "
-                "reinstall xoceandiff"
+                f"the coefficient table {filename!r} lacks {err.args[0]}; reinstall xoceandiff"
             ) from None
     return tuple(rows)
 
 
-_SIGMA0_HORNER = _surface_horner_table()
+_SIGMA0_HORNER = _surface_horner_table(TEOS10_COEFFICIENTS, _DATA_FILE)
+_EOS80_SIGMA0_HORNER = _surface_horner_table(EOS80_COEFFICIENTS, _EOS80_DATA_FILE)
+
+_POLYNOMIALS: MappingProxyType[str, tuple[MappingProxyType[str, float], tuple[tuple[float, ...], ...]]] = (
+    MappingProxyType(
+        {
+            "teos10-poly": (TEOS10_CONSTANTS, _SIGMA0_HORNER),
+            "eos80-poly": (EOS80_CONSTANTS, _EOS80_SIGMA0_HORNER),
+        }
+    )
+)
+"""Constants and Horner table of each polynomial equation of state."""
 
 SEOS_CONSTANTS: MappingProxyType[str, float] = MappingProxyType(
     {
@@ -126,6 +175,56 @@ def _horner(coefficients: tuple[float, ...], x: FieldLike) -> FieldLike:
     for c in reversed(coefficients[:-1]):
         result = result * x + c
     return result
+
+
+def _unknown_eos(eos: object) -> InvalidDataError:
+    """The error for an equation of state that is not one of :data:`EOS_NAMES`."""
+    return InvalidDataError(
+        f"unknown equation of state eos={eos!r}; expected one of "
+        f"{', '.join(repr(name) for name in EOS_NAMES)}"
+    )
+
+
+def resolve_eos(eos: str, salinity: str = "absolute") -> str:
+    """The equation of state to use: ``eos`` itself, or for ``"auto"`` the one of the salinity kind.
+
+    Parameters
+    ----------
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}
+        ``"auto"`` picks from ``salinity`` through :data:`EOS_OF_SALINITY`; any other name is
+        checked and returned unchanged.
+    salinity : {"absolute", "practical"}, default "absolute"
+        The kind of salinity of the fields (:func:`xoceandiff.canonical.salinity_kind` of a dataset).
+
+    Returns
+    -------
+    str
+        One of :data:`EOS_NAMES`.
+
+    Raises
+    ------
+    InvalidDataError
+        An unknown ``eos``, or an unknown ``salinity`` with ``eos="auto"``.
+
+    Examples
+    --------
+    >>> resolve_eos("auto", "practical"), resolve_eos("auto", "absolute")
+    ('eos80-poly', 'teos10-poly')
+    >>> resolve_eos("seos", "practical")
+    'seos'
+    """
+    if eos == AUTO_EOS:
+        try:
+            return EOS_OF_SALINITY[salinity]
+        except (KeyError, TypeError):
+            raise InvalidDataError(
+                f"salinity: expected one of {', '.join(map(repr, EOS_OF_SALINITY))} to choose the "
+                f"equation of state for eos='auto', found {salinity!r}; pass the salinity kind of the "
+                "fields, or an explicit eos name."
+            ) from None
+    if eos not in EOS_NAMES:
+        raise _unknown_eos(eos)
+    return eos
 
 
 def _finish(result: FieldLike, long_name: str) -> FieldLike:
@@ -183,12 +282,66 @@ def sigma0_teos10(temperature: FieldLike, salinity: FieldLike) -> FieldLike:
     >>> round(float(sigma0_teos10(0.0, 35.0)), 4)
     1027.9744
     """
-    zt = temperature * TEOS10_CONSTANTS["r1_T0"]
-    zs = (abs(salinity + TEOS10_CONSTANTS["rdeltaS"]) * TEOS10_CONSTANTS["r1_S0"]) ** 0.5
-    result = _horner(_SIGMA0_HORNER[-1], zs)
-    for row in reversed(_SIGMA0_HORNER[:-1]):
-        result = result * zt + _horner(row, zs)
+    result = _sigma0_polynomial(temperature, salinity, "teos10-poly")
     return _finish(result, "Sea water potential density (TEOS-10 polynomial, surface reference)")
+
+
+def sigma0_eos80(temperature: FieldLike, salinity: FieldLike) -> FieldLike:
+    r"""Potential density referenced to the surface, NEMO EOS-80 polynomial.
+
+    The EOS-80 polynomial of Roquet et al. (2015) as coded in NEMO 5.0 (``ln_eos80``), evaluated at
+    zero depth, the same sum as :func:`sigma0_teos10` over its own ``EOSij0`` coefficients:
+
+    .. math::
+
+        \rho_\theta = \sum_{i=0}^{6} \sum_{j=0}^{6-i} \mathrm{EOS}_{ij0}\, z_s^i\, z_t^j,
+        \qquad z_t = \theta / 40, \qquad z_s = \sqrt{\lvert S_P + 20 \rvert / 40}
+
+    Over :math:`-2 \le \theta \le 35` °C, :math:`0 \le S_P \le 42` it agrees with TEOS-10 at the
+    reference salinity :math:`S_R = S_P \cdot 35.16504/35` and the Conservative Temperature of
+    :math:`\theta` to 6e-4 kg m-3 (the fit's target), and with the UNESCO (1981) one-atmosphere
+    EOS-80 to 1.2e-2 kg m-3 (2.3e-3 at 10 °C, 35), the difference between the two standards.
+
+    Parameters
+    ----------
+    temperature : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Potential temperature :math:`\theta` (°C).
+    salinity : float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Practical salinity :math:`S_P` (PSS-78, unitless), broadcastable against ``temperature``.
+
+    Returns
+    -------
+    float, numpy.ndarray, xarray.DataArray or torch.Tensor
+        Potential density :math:`\sigma_0 + 1000` (kg m-3), of the type of the inputs; a DataArray
+        result is named ``rhop`` with CF attributes, dask stays lazy, torch keeps dtype, device and
+        graph.
+
+    References
+    ----------
+    Roquet, F., Madec, G., McDougall, T. J. and Barker, P. M. (2015). Accurate polynomial
+    expressions for the density and specific volume of seawater using the TEOS-10 standard.
+    Ocean Modelling, 90, 29-43.
+
+    Examples
+    --------
+    >>> round(float(sigma0_eos80(10.0, 35.0)), 4)
+    1026.9543
+    >>> bool(sigma0_eos80(0.0, 35.0) > sigma0_eos80(10.0, 35.0))
+    True
+    """
+    result = _sigma0_polynomial(temperature, salinity, "eos80-poly")
+    return _finish(result, "Sea water potential density (EOS-80 polynomial, surface reference)")
+
+
+def _sigma0_polynomial(temperature: FieldLike, salinity: FieldLike, eos: str) -> FieldLike:
+    """The surface terms of polynomial ``eos`` by Horner's scheme, nested in ``zt``."""
+    constants, horner = _POLYNOMIALS[eos]
+    zt = temperature * constants["r1_T0"]
+    zs = (abs(salinity + constants["rdeltaS"]) * constants["r1_S0"]) ** 0.5
+    result = _horner(horner[-1], zs)
+    for row in reversed(horner[:-1]):
+        result = result * zt + _horner(row, zs)
+    return result
 
 
 def _horner_and_derivative(coefficients: tuple[float, ...], x):
@@ -201,43 +354,61 @@ def _horner_and_derivative(coefficients: tuple[float, ...], x):
     return value, derivative
 
 
-def potential_density_and_gradient(temperature, salinity, eos: str = "teos10-poly"):
+def potential_density_and_gradient(
+    temperature: FieldLike, salinity: FieldLike, eos: str = "teos10-poly"
+) -> tuple[FieldLike, FieldLike, FieldLike]:
     r"""Potential density and its partial derivatives :math:`\partial\rho/\partial T`, :math:`\partial\rho/\partial S`.
 
     Analytic derivatives from the same coefficient table (Horner's scheme with derivative), for
     numpy arrays and torch tensors; used where a gradient is needed many times (the
     ``stable_stratification`` constraint) at about the cost of two evaluations, without autograd.
 
+    Parameters
+    ----------
+    temperature, salinity : float, numpy.ndarray or torch.Tensor
+        The variables of ``eos`` (see :func:`potential_density`).
+    eos : {"teos10-poly", "eos80-poly", "seos"}, default "teos10-poly"
+        Equation of state.
+
     Returns
     -------
     tuple
-        ``(rho, drho_dT, drho_dS)`` in kg m-3, kg m-3 K-1, kg m-3 (g/kg)-1.
+        ``(rho, drho_dT, drho_dS)`` in kg m-3, kg m-3 K-1 and kg m-3 per unit of salinity.
+
+    Raises
+    ------
+    InvalidDataError
+        If ``eos`` is not one of :data:`EOS_NAMES`.
 
     Examples
     --------
     >>> rho, d_t, d_s = potential_density_and_gradient(10.0, 35.0)
     >>> round(float(rho), 4), round(float(d_t), 4), round(float(d_s), 4)
     (1026.8248, -0.1707, 0.7739)
+    >>> rho, d_t, d_s = potential_density_and_gradient(10.0, 35.0, eos="eos80-poly")
+    >>> round(float(rho), 4), round(float(d_t), 4), round(float(d_s), 4)
+    (1026.9543, -0.171, 0.7808)
     """
     if eos == "seos":
         c = SEOS_CONSTANTS
         ta = temperature - c["T0"]
         rho = density_seos(temperature, salinity)
         return rho, -c["a0"] * (1 + c["lambda1"] * ta) + 0 * salinity, c["b0"] + 0 * temperature + 0 * salinity
-    if eos != "teos10-poly":
-        raise InvalidDataError(f"unknown equation of state eos={eos!r}; expected one of {', '.join(map(repr, EOS_NAMES))}")
-    zt = temperature * TEOS10_CONSTANTS["r1_T0"]
-    shifted = salinity + TEOS10_CONSTANTS["rdeltaS"]
-    zs = (abs(shifted) * TEOS10_CONSTANTS["r1_S0"]) ** 0.5
-    value, d_zs = _horner_and_derivative(_SIGMA0_HORNER[-1], zs)
+    if eos not in _POLYNOMIALS:
+        raise _unknown_eos(eos)
+    constants, horner = _POLYNOMIALS[eos]
+    zt = temperature * constants["r1_T0"]
+    shifted = salinity + constants["rdeltaS"]
+    zs = (abs(shifted) * constants["r1_S0"]) ** 0.5
+    value, d_zs = _horner_and_derivative(horner[-1], zs)
     d_zt = 0 * zt
-    for row in reversed(_SIGMA0_HORNER[:-1]):
+    for row in reversed(horner[:-1]):
         row_value, row_derivative = _horner_and_derivative(row, zs)
         d_zt = d_zt * zt + value
         d_zs = d_zs * zt + row_derivative
         value = value * zt + row_value
     # zs = sqrt(|S + dS| r1_S0): dzs/dS = r1_S0 / (2 zs) (S + dS > 0 in any ocean)
-    return value, d_zt * TEOS10_CONSTANTS["r1_T0"], d_zs * (TEOS10_CONSTANTS["r1_S0"] / (2 * zs))
+    return value, d_zt * constants["r1_T0"], d_zs * (constants["r1_S0"] / (2 * zs))
 
 
 def density_seos(
@@ -298,12 +469,17 @@ def potential_density(
     Parameters
     ----------
     temperature : float, numpy.ndarray, xarray.DataArray or torch.Tensor
-        Temperature (°C): Conservative Temperature for ``"teos10-poly"``.
+        Temperature (°C): Conservative Temperature for ``"teos10-poly"``, potential temperature
+        for ``"eos80-poly"``.
     salinity : float, numpy.ndarray, xarray.DataArray or torch.Tensor
-        Salinity (g/kg): Absolute Salinity for ``"teos10-poly"``.
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
+        Salinity: Absolute Salinity (g/kg) for ``"teos10-poly"``, practical salinity for
+        ``"eos80-poly"``.
+    eos : {"teos10-poly", "eos80-poly", "seos"}, default "teos10-poly"
         ``"teos10-poly"``: :func:`sigma0_teos10` (what the paper's density metrics use).
+        ``"eos80-poly"``: :func:`sigma0_eos80` (NEMO runs with ``ln_eos80``, practical salinity).
         ``"seos"``: :func:`density_seos` at ``depth=0`` with the default ``rho0``.
+        ``"auto"`` needs the salinity kind of a dataset: choose with :func:`resolve_eos`
+        (the diagnostics do it for a dataset).
 
     Returns
     -------
@@ -313,20 +489,28 @@ def potential_density(
     Raises
     ------
     InvalidDataError
-        If ``eos`` is not one of :data:`EOS_NAMES`.
+        If ``eos`` is not one of :data:`EOS_NAMES` (``"auto"`` included: there is no dataset here
+        to choose from).
 
     Examples
     --------
     >>> round(float(potential_density(10.0, 35.0)), 4)
     1026.8248
+    >>> round(float(potential_density(10.0, 35.0, eos="eos80-poly")), 4)
+    1026.9543
     >>> float(potential_density(10.0, 35.0, eos="seos"))
     1026.0
     """
     if eos == "teos10-poly":
         return sigma0_teos10(temperature, salinity)
+    if eos == "eos80-poly":
+        return sigma0_eos80(temperature, salinity)
     if eos == "seos":
         return density_seos(temperature, salinity, depth=0.0)
-    raise InvalidDataError(
-        f"unknown equation of state eos={eos!r}; expected one of "
-        f"{', '.join(repr(name) for name in EOS_NAMES)}"
-    )
+    if eos == AUTO_EOS:
+        raise InvalidDataError(
+            "eos='auto' chooses the equation of state from a dataset's salinity, and potential_density "
+            "gets only arrays; pass eos=resolve_eos('auto', salinity_kind) or an explicit name "
+            f"({', '.join(repr(name) for name in EOS_NAMES)})."
+        )
+    raise _unknown_eos(eos)

@@ -32,7 +32,16 @@ from .atomic import (
     replace_path,
     temp_path,
 )
-from .canonical import HORIZONTAL_DIMS, SPATIAL_DIMS, Z, cell_area, fields_of, stamp_history
+from .canonical import (
+    HORIZONTAL_DIMS,
+    SPATIAL_DIMS,
+    Z,
+    cell_area,
+    field_attrs,
+    fields_of,
+    salinity_kind,
+    stamp_history,
+)
 from .conventions import FIELDS, GRID_ATTRS, GRID_DIMS, PAPER_REFERENCE, SAMPLE_DIM, TIME_DIM
 
 __all__ = [
@@ -189,15 +198,13 @@ def cf_dataset(ds: xr.Dataset) -> xr.Dataset:
         if name in out.coords:
             out[name].attrs = dict(GRID_ATTRS[name])
 
+    salinity = salinity_kind(ds)
     for name in data_names:
         var = out[name]
         attrs = dict(var.attrs)
         if name in FIELDS:
-            spec = FIELDS[name].attrs
-            if attrs.get("standard_name") not in FIELDS[name].standard_names:
-                attrs["standard_name"] = spec["standard_name"]
-            attrs["units"] = spec["units"]
-            attrs["long_name"] = spec["long_name"]
+            # the names and units of the data's salinity kind (practical salinity is dimensionless)
+            attrs.update(field_attrs(name, salinity))
         attrs.setdefault("long_name", str(name))
         if attrs.get("units") == "degC" and "temperature" in str(attrs.get("standard_name", "")):
             attrs["units_metadata"] = "temperature: on_scale"

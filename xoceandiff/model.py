@@ -380,6 +380,7 @@ class Denoiser(torch.nn.Module):
         metadata = dict(self.metadata)
         if self.card is not None:
             metadata.update(self.card.to_metadata())
+            tensors.update(self.card.grid_tensors())  # hashed with the weights
         path, digest = write_model_files(
             path, tensors, model=self._config, scheduler=self._scheduler_config, metadata=metadata,
             overwrite=overwrite,
@@ -456,7 +457,8 @@ def load_model(
             f"is not in the checkpoint: build a fresh instance and pass load_model(path, net=...)"
         )
     metadata = document["metadata"]
-    card = ModelCard.from_metadata(metadata) if "layout" in metadata else None
+    grid = {key[len("grid."):]: tensors.pop(key).numpy() for key in list(tensors) if key.startswith("grid.")}
+    card = ModelCard.from_metadata(metadata, grid_kit=grid or None) if "layout" in metadata else None
     try:
         model = Denoiser(
             model_config["channels"],

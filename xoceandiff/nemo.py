@@ -15,15 +15,38 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import cf_xarray
+import dask
 import numpy as np
 import xarray as xr
 import xnemogcm
 
-from .canonical import SPATIAL_DIMS, X, Y, Z, field_dims
-from .conventions import FIELDS, GRID_ATTRS, GRID_DIMS, TIME_DIM, FieldSpec
-from .errors import GridMismatchError, MissingVariableError
+from .canonical import (
+    SPATIAL_DIMS,
+    SalinityKind,
+    X,
+    Y,
+    Z,
+    field_attrs,
+    field_dims,
+    salinity_kind,
+    stamp_history,
+)
+from .conventions import (
+    CALENDARS,
+    FIELDS,
+    GRID_ATTRS,
+    GRID_DIMS,
+    PLAUSIBLE_RANGES,
+    SALINITY_KIND_OF_STANDARD_NAME,
+    TIME_DIM,
+    UNITS,
+    FieldSpec,
+    UnitRule,
+)
+from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 from .ranks import cut_piece, rank_piece_name, split_ranks
 
 __all__ = ["open_nemo", "open_grid", "canonicalise", "find_field", "is_periodic_x", "GRID_VARIABLES"]
@@ -160,8 +183,107 @@ def is_periodic_x(attrs: Mapping, variables: Mapping | None = None) -> bool:
     return False
 
 
-def _open_data_file(path: Path, time_chunk: int | None) -> xr.Dataset:
-    ds = xr.open_dataset(path, chunks={}, decode_timedelta=False)
+# Records per dask chunk when the caller names none: small graphs for decades of output, a few MB a chunk.
+_DEFAULT_TIME_CHUNK = 10
+# Attributes of NEMO's fields that describe how XIOS/IOIPSL wrote them, not what they hold.
+_WRITER_ATTRS = ("online_operation", "interval_operation", "interval_write", "cell_methods", "coordinates")
+# A land cell holds "no value" when it is 0 (NEMO) or the fill value (NaN once decoded); anything larger
+# than this (in the file's units) is a value.
+_LAND_TOLERANCE = 1e-6
+_CF_CALENDARS = {*CALENDARS.values(), "gregorian", "365_day", "366_day", "none"}
+
+
+def _decode_times(ds: xr.Dataset, path: Path, decode_times: Any, notes: list[str]) -> xr.Dataset:
+    """Decode the time variables of ``ds`` after mapping NEMO's calendar names to CF's (``360d`` -> ``360_day``)."""
+    for name, var in ds.variables.items():
+        calendar = var.attrs.get("calendar")
+        if not isinstance(calendar, str):
+            continue
+        cf_name = CALENDARS.get(calendar.strip().lower())
+        if cf_name is not None and cf_name != calendar:
+            var.attrs["calendar"] = cf_name
+            if calendar.strip().lower() not in _CF_CALENDARS:
+                notes.append(f"{path.name}: {name} calendar {calendar!r} read as CF's {cf_name!r}")
+    try:
+        return xr.decode_cf(
+            ds, decode_times=decode_times, mask_and_scale=False, concat_characters=False, decode_coords=False,
+            decode_timedelta=False,
+        )
+    except (ValueError, TypeError, OverflowError) as err:
+        times = {n: (v.attrs.get("units"), v.attrs.get("calendar")) for n, v in ds.variables.items()
+                 if "since" in str(v.attrs.get("units", ""))}
+        raise InvalidDataError(
+            f"{path.name}: cannot decode the time variables {times} (units, calendar) ({err}). Calendars "
+            f"understood: {sorted(CALENDARS)}. Fix the attribute in a copy of the file, or pass "
+            "open_kwargs={'decode_times': False} to keep the raw numbers."
+        ) from err
+
+
+def _stored_time_chunk(var: xr.Variable) -> int | None:
+    """Records per stored netCDF-4 chunk of ``var`` (None: contiguous or netCDF-3, any cut is free)."""
+    sizes = var.encoding.get("chunksizes")
+    if not sizes or "time_counter" not in var.dims or var.encoding.get("contiguous"):
+        return None
+    return int(sizes[var.dims.index("time_counter")])
+
+
+def _aligned(target: int, stored: int | None, length: int) -> int:
+    """The smallest multiple of the stored chunk that holds ``target`` records (at most ``length``)."""
+    if stored is None:
+        return max(1, min(target, length))
+    return max(1, min(-(-target // stored) * stored, length))
+
+
+def _chunk_like_storage(ds: xr.Dataset, time_chunk: int | None) -> xr.Dataset:
+    """Dask chunks that never cut a stored netCDF chunk, then one common time chunking for all variables.
+
+    Every variable is first wrapped in dask with a whole number of its own stored chunks per dask chunk
+    (``time_chunk`` records, or ~10 by default, rounded up to the storage); this is what xarray warns about
+    when done wrong. The variables are then put on one common time chunking: ``time_chunk`` when the caller
+    asked for it, otherwise that of the variable with the most values per record. Both steps are lazy.
+    """
+    length = ds.sizes.get("time_counter", 1)
+    target = time_chunk or _DEFAULT_TIME_CHUNK
+    first: dict[str, xr.Variable] = {}
+    per_record: dict[str, int] = {}
+    for name, var in ds.variables.items():
+        if name in ds.indexes:
+            continue
+        if "time_counter" in var.dims:
+            chunk = _aligned(target, _stored_time_chunk(var), length)
+            per_record[name] = int(var.size // max(length, 1))
+            first[name] = var.chunk({d: (chunk if d == "time_counter" else -1) for d in var.dims})
+        else:
+            first[name] = var.chunk({d: -1 for d in var.dims})
+    ds = ds.assign({n: v for n, v in first.items() if n in ds.data_vars})
+    ds = ds.assign_coords({n: v for n, v in first.items() if n in ds.coords})
+    if per_record:
+        biggest = max(per_record, key=per_record.__getitem__)
+        common = time_chunk or int(ds[biggest].chunks[ds[biggest].dims.index("time_counter")][0])
+        ds = ds.chunk({"time_counter": min(common, length)})
+    return ds
+
+
+def _open_data_file(
+    path: Path, time_chunk: int | None, open_kwargs: Mapping[str, Any] | None = None,
+    notes: list[str] | None = None,
+) -> xr.Dataset:
+    """One NEMO output/restart file, lazily, on NEMO's dimension names (``time_counter, deptht, y, x``).
+
+    ``open_kwargs`` go to :func:`xarray.open_dataset`; ``decode_times`` among them is applied after NEMO's
+    calendar names are mapped to CF's. What was changed on the way is appended to ``notes``.
+    """
+    notes = notes if notes is not None else []
+    kwargs = dict(open_kwargs or {})
+    if "chunks" in kwargs:
+        raise InvalidDataError(
+            f"open_kwargs: expected no 'chunks' (found {kwargs['chunks']!r}); pass chunks= to open_nemo on the "
+            "canonical dimensions, e.g. chunks={'t': 12}: the file's stored chunks are followed automatically."
+        )
+    decode_times = kwargs.pop("decode_times", True)
+    kwargs.setdefault("decode_timedelta", False)
+    kwargs.setdefault("cache", False)  # chunked below: one read per dask chunk, nothing kept in memory
+    ds = xr.open_dataset(path, decode_times=False, **kwargs)
     rename = {}
     for dim in ds.dims:
         if dim.startswith(("x_grid", "y_grid")) and not dim.endswith("inner"):
@@ -176,14 +298,16 @@ def _open_data_file(path: Path, time_chunk: int | None) -> xr.Dataset:
     if horizontal:
         ds = ds.drop_vars([v for v in (*horizontal, "x", "y") if v in ds.variables]).rename_dims(horizontal)
     ds = ds.rename({d: n for d, n in rename.items() if d not in horizontal})
+    # Longitudes/latitudes come from the grid file; bounds variables would only clash when combining.
+    bounds = {str(v.attrs["bounds"]) for v in ds.variables.values() if "bounds" in v.attrs}
+    drop = [v for v in ds.variables if v in ("nav_lon", "nav_lat", "nav_lev", "x", "y") or v.endswith("_bounds")]
+    drop += [v for v in ds.variables if v in bounds or {"bounds", "axis_nbounds", "tbnds", "nbnds"} & set(ds[v].dims)]
+    ds = ds.drop_vars(sorted(set(drop)), errors="ignore")
+    if decode_times is not False:
+        ds = _decode_times(ds, path, decode_times, notes)
     if "time_counter" not in ds.dims:
         ds = ds.expand_dims("time_counter")
-    if time_chunk:
-        ds = ds.chunk({"time_counter": time_chunk})
-    # Longitudes/latitudes come from the grid file; bounds variables would only clash when combining.
-    drop = [v for v in ds.variables if v in ("nav_lon", "nav_lat", "nav_lev", "x", "y") or v.endswith("_bounds")]
-    drop += [v for v in ds.variables if "bounds" in ds[v].dims or "axis_nbounds" in ds[v].dims]
-    ds = ds.drop_vars(sorted(set(drop)), errors="ignore")
+    ds = _chunk_like_storage(ds, time_chunk)
     # Per-rank pieces (XIOS "multiple_file", NEMO restarts) say where they sit in the global domain.
     first = ds.attrs.get("DOMAIN_position_first", (1, 1))
     x0, y0 = (int(v) for v in np.asarray(first).ravel()[:2])
@@ -238,10 +362,101 @@ def _grid_coordinates(grid: xr.Dataset) -> dict[str, xr.DataArray]:
 
 
 
+def _units_rule(name: str, var: xr.DataArray) -> UnitRule | None:
+    """The rule of :data:`~xoceandiff.conventions.UNITS` for the units of ``var`` (None: it has no units).
+
+    Raises
+    ------
+    InvalidDataError
+        Units that are not in the table: the message names the variable and the accepted spellings.
+    """
+    units = var.attrs.get("units")
+    if units is None or str(units).strip() == "":
+        return None
+    table = UNITS[name]
+    key = " ".join(str(units).split()).lower()
+    for spelling, rule in table.items():
+        if spelling.lower() == key:
+            return rule
+    raise InvalidDataError(
+        f"{var.name} ({name}): units {units!r} are not understood. Accepted: {list(table)}. Set the units "
+        "attribute of the variable to what the values are in (a copy of the file, or ds[name].attrs['units'] "
+        "before canonicalise); open_nemo converts Kelvin, cm and kg/kg (absolute salinity) itself."
+    )
+
+
+def _salinity_of(var: xr.DataArray) -> tuple[SalinityKind, str | None]:
+    """Whether ``var`` (the file's salinity) is practical or absolute salinity, and a note when assumed.
+
+    A CF standard name decides; otherwise the units (PSU, "1", "1e-3": practical; g/kg: absolute). A file
+    that says neither (NEMO restarts carry no attributes) is taken as absolute salinity, NEMO's default.
+    """
+    by_name = SALINITY_KIND_OF_STANDARD_NAME.get(str(var.attrs.get("standard_name")))
+    rule = _units_rule("soce", var)
+    if rule is not None and rule.needs_standard_name and by_name != rule.salinity:
+        raise InvalidDataError(
+            f"{var.name} (soce): units {var.attrs['units']!r} (a mass fraction) with standard_name "
+            f"{var.attrs.get('standard_name')!r}: expected standard_name 'sea_water_absolute_salinity' for a "
+            "mass fraction (it is then converted to g kg-1); practical salinity has no mass units. Set "
+            "units = 'PSU' (or '1') for practical salinity, or the absolute-salinity standard name."
+        )
+    if by_name is not None:
+        return by_name, None  # type: ignore[return-value]
+    if rule is not None and rule.salinity is not None:
+        return rule.salinity, None  # type: ignore[return-value]
+    return "absolute", f"{var.name}: neither a salinity standard name nor units; taken as absolute salinity"
+
+
+def _canonical_field(
+    name: str, var: xr.DataArray, salinity: SalinityKind
+) -> tuple[xr.DataArray, dict[str, Any], str | None]:
+    """Field ``name`` read from ``var``: values in canonical units (lazily), its CF attributes, and a note.
+
+    A standard name of the file that CF lists for this field is kept (for soce: one that says practical or
+    absolute salinity); any other (IOIPSL's "Temperature", CF's kind-less "sea_water_salinity") is kept as
+    ``original_standard_name`` and replaced by the canonical one for this kind of salinity.
+    Converted values record the file's units as ``original_units``.
+    """
+    spec = FIELDS[name]
+    source = str(var.name)
+    cf = field_attrs(name, salinity)
+    found = var.attrs.get("standard_name")
+    rule = _units_rule(name, var)
+    attrs = {k: v for k, v in var.attrs.items() if k not in _WRITER_ATTRS}
+    attrs.update(cf)
+    # soce keeps only a standard name that says its kind (salinity_kind reads it): sea_water_salinity is CF
+    # but says neither, and becomes the name of the kind the units said.
+    keep = SALINITY_KIND_OF_STANDARD_NAME if name == "soce" else spec.standard_names
+    if found in keep:
+        attrs["standard_name"] = found
+    elif found is not None:
+        attrs["original_standard_name"] = found
+    attrs["original_name"] = source
+    note = None
+    if rule is None:
+        note = f"{source}: no units; taken as {cf['units']!r}"
+    elif rule.converts:
+        file_units = str(var.attrs["units"])
+        var = var * rule.scale if rule.scale != 1.0 else var
+        var = var + rule.offset if rule.offset != 0.0 else var
+        attrs["original_units"] = file_units
+        for key in ("valid_min", "valid_max", "valid_range", "actual_range"):
+            attrs.pop(key, None)
+        formula = f"x * {rule.scale:g}" if rule.scale != 1.0 else f"x - {-rule.offset:g}"
+        note = f"{source} converted from {file_units!r} to {cf['units']!r} ({formula})"
+    return var, attrs, note
+
+
 def canonicalise(
     merged: xr.Dataset, fields: Iterable[str] | None = None, *, periodic_x: bool | None = None
 ) -> xr.Dataset:
     """Turn an xnemogcm-style Dataset into the canonical xoceandiff Dataset.
+
+    Each field gets its canonical CF attributes for the salinity the file holds: practical salinity
+    (``sea_water_practical_salinity``, units ``"1"``) with potential temperature, or absolute salinity
+    (``sea_water_absolute_salinity``, ``"g kg-1"``) with conservative temperature, decided by the
+    salinity's standard name, else by its units (see :data:`~xoceandiff.conventions.UNITS`). Units are
+    checked against that table and converted lazily where they differ (Kelvin, cm, kg/kg).
 
     Parameters
     ----------
@@ -256,7 +471,14 @@ def canonicalise(
     -------
     xarray.Dataset
         ``toce``, ``soce``, ``ssh`` (those found) with land as NaN and CF attributes; grid variables as
-        coordinates; ``attrs["Iperio"]`` set to 0 or 1.
+        coordinates; ``attrs["Iperio"]`` set to 0 or 1; conversions in ``attrs["history"]``.
+
+    Raises
+    ------
+    xoceandiff.errors.MissingVariableError
+        None of the fields is found.
+    xoceandiff.errors.InvalidDataError
+        Units that are not understood, or a mass fraction of salinity whose kind is not said.
     """
     wanted = tuple(fields) if fields is not None else tuple(FIELDS)
     found: dict[str, str] = {}
@@ -278,18 +500,17 @@ def canonicalise(
     grid_vars = _grid_coordinates(merged)
     tmask = grid_vars["tmask"]
 
+    notes: list[str] = []
+    salinity: SalinityKind = "absolute"
+    if "soce" in found:
+        salinity, note = _salinity_of(merged[found["soce"]])
+        notes += [note] if note else []
     out = xr.Dataset(attrs={})
     for name, source in found.items():
-        var = merged[source].reset_coords(drop=True)
+        var, attrs, note = _canonical_field(name, merged[source].reset_coords(drop=True), salinity)
+        notes += [note] if note else []
         mask = tmask if FIELDS[name].three_dimensional else tmask.isel(z_c=0, drop=True)
         var = var.where(mask)
-        attrs = dict(var.attrs)
-        attrs.update(FIELDS[name].attrs)
-        attrs["original_name"] = source
-        if var.attrs.get("standard_name") and var.attrs["standard_name"] != FIELDS[name].attrs["standard_name"]:
-            attrs["standard_name"] = var.attrs["standard_name"]
-        for key in ("online_operation", "interval_operation", "interval_write", "cell_methods", "coordinates"):
-            attrs.pop(key, None)
         dims = ((TIME_DIM,) if TIME_DIM in var.dims else ()) + field_dims(name)
         var = var.transpose(*dims)
         var.attrs = attrs
@@ -303,19 +524,29 @@ def canonicalise(
         out = out.assign_coords({TIME_DIM: merged[TIME_DIM]})
     if periodic_x is None:
         periodic_x = is_periodic_x(merged.attrs, merged.variables)
+    if notes:
+        out.attrs = stamp_history(out.attrs, "xoceandiff.open_nemo: " + "; ".join(notes))
     return set_cf_attributes(out, periodic_x=periodic_x)
 
 
 def set_cf_attributes(ds: xr.Dataset, periodic_x: bool) -> xr.Dataset:
-    """Attach the CF attributes of the canonical dataset to every variable and coordinate."""
+    """Attach the CF attributes of the canonical dataset to every variable and coordinate.
+
+    The fields keep a standard name that CF lists for them; units and long names follow the kind of
+    salinity that ``soce``'s standard name says (:func:`xoceandiff.canonical.salinity_kind`).
+    """
     ds = ds.copy()
     for name, attrs in GRID_ATTRS.items():
         if name in ds.variables:
             ds[name].attrs = dict(attrs)  # one source of truth: the table, not whatever the file said
+    kind = salinity_kind(ds)
     for name in FIELDS:
         if name in ds:
-            ds[name].attrs.update({k: v for k, v in FIELDS[name].attrs.items() if k != "standard_name"})
-            ds[name].attrs.setdefault("standard_name", FIELDS[name].attrs["standard_name"])
+            cf = field_attrs(name, kind)
+            kept = ds[name].attrs.get("standard_name")
+            ds[name].attrs.update(cf)
+            if kept in FIELDS[name].standard_names:
+                ds[name].attrs["standard_name"] = kept
     ds.attrs["Iperio"] = int(periodic_x)
     ds.attrs.setdefault("Conventions", "CF-1.11")
     return ds
@@ -341,13 +572,137 @@ def open_grid(mesh_mask: PathLike | Iterable[PathLike]) -> xr.Dataset:
     return set_cf_attributes(out, periodic_x=is_periodic_x(domcfg.attrs, domcfg.variables))
 
 
+def _where(flags: np.ndarray, dims: tuple[str, ...], limit: int = 3) -> str:
+    """The first ``limit`` cells where ``flags`` is set, as ``(z_c, y_c, x_c) = (k, j, i)`` (0-based)."""
+    cells = [tuple(int(i) for i in cell) for cell in np.argwhere(flags)[:limit]]
+    more = ", ..." if int(flags.sum()) > limit else ""
+    return f"({', '.join(dims)}) = " + ", ".join(map(str, cells)) + more
+
+
+def _check_land(name: str, source: str, raw: np.ndarray, ocean: np.ndarray, dims: tuple[str, ...]) -> str | None:
+    """What in the first record of ``source`` contradicts the mask (None: nothing)."""
+    finite = np.isfinite(raw)
+    wet_land = ~ocean & finite & (np.abs(np.where(finite, raw, 0.0)) > _LAND_TOLERANCE)
+    dry_ocean = ocean & ~finite  # the fill value where the mask says ocean
+    if name == "soce":
+        dry_ocean |= ocean & finite & (raw == 0.0)  # NEMO's land zeros: no ocean is that fresh
+    problems = []
+    if wet_land.any():
+        problems.append(f"{int(wet_land.sum())} land cells of the mask hold values in {source} ({name}), at "
+                        f"{_where(wet_land, dims)}")
+    if dry_ocean.any():
+        what = "0 or no value" if name == "soce" else "no value (the fill value)"
+        problems.append(f"{int(dry_ocean.sum())} ocean cells of the mask hold {what} in {source} ({name}), at "
+                        f"{_where(dry_ocean, dims)}")
+    return "; ".join(problems) or None
+
+
+def _likely_cause(name: str, value: float) -> str:
+    """A guess at why ``value`` of field ``name`` is implausible, for the error message."""
+    if name == "toce" and value > 200:
+        return "the values look like Kelvin: set units = 'K' on the variable and open_nemo converts them"
+    if name == "toce" and 30 < value < 45:
+        return "the values look like salinity: are toce and soce swapped (variable names or standard names)?"
+    if name == "soce" and value > 200:
+        return "the values look like temperature in Kelvin: are toce and soce swapped?"
+    if name == "soce" and 45 < value <= 1000:
+        return "salinity in other units (g/L, mg/kg?) or temperature and salinity swapped?"
+    if name == "soce" and value < 1:
+        return ("the values look like a mass fraction (kg/kg): set units = 'kg kg-1' and standard_name = "
+                "'sea_water_absolute_salinity' and open_nemo converts them to g kg-1")
+    if name == "ssh" and abs(value) > 10:
+        return "the values look like centimetres (or mm): set units = 'cm' (or 'mm') and open_nemo converts them"
+    return "a fill value or missing-data code on ocean cells, or another variable read under this name?"
+
+
+def _check_plausible(name: str, source: str, values: np.ndarray, ocean: np.ndarray, units: str,
+                     depths: np.ndarray) -> None:
+    """Raise when an ocean value of the first record is outside the field's plausible range."""
+    limits = PLAUSIBLE_RANGES[name]
+    wet = ocean & np.isfinite(values)
+    if not wet.any():
+        return
+    low, high = float(values[wet].min()), float(values[wet].max())
+    deep = wet & (depths[:, None, None] > limits.deep_below) if values.ndim == 3 else np.zeros_like(wet)
+    deep_high = float(values[deep].max()) if deep.any() else None
+    if high > limits.high or low < limits.low:
+        value = high if high > limits.high else low
+        expected = f"ocean values within [{limits.low:g}, {limits.high:g}] {units}"
+    elif limits.max_at_least is not None and high < limits.max_at_least:
+        value = high
+        expected = f"an ocean whose largest value reaches at least {limits.max_at_least:g} {units}"
+    elif limits.deep_high is not None and deep_high is not None and deep_high > limits.deep_high:
+        value = deep_high
+        expected = f"at most {limits.deep_high:g} {units} below {limits.deep_below:g} m"
+    else:
+        return
+    cell = tuple(int(i) for i in np.argwhere(wet & (values == value))[0])
+    if values.ndim == 3:
+        where = f"level z_c = {cell[0]} ({depths[cell[0]]:.0f} m), (y_c, x_c) = {cell[1:]}"
+    else:
+        where = f"(y_c, x_c) = {cell}"
+    raise InvalidDataError(
+        f"{name} ({source}): the first record holds {value:.6g} {units} at {where} (ocean values span "
+        f"{low:.6g} to {high:.6g}); expected {expected}. Likely cause: {_likely_cause(name, value)}."
+    )
+
+
+def _check_first_record(merged: xr.Dataset, out: xr.Dataset, mesh: Path) -> None:
+    """Check the first record against the mask and the plausible ranges (the one eager read of open_nemo).
+
+    NEMO writes 0 (or the fill value) on land: land cells with values, or ocean cells with no value (or
+    salinity 0), mean the mesh_mask belongs to another configuration. Then every field's ocean values must
+    be physically plausible (:data:`~xoceandiff.conventions.PLAUSIBLE_RANGES`), which catches mislabelled
+    units and swapped variables.
+    """
+    names = [n for n in FIELDS if n in out.data_vars]
+
+    def first(da: xr.DataArray) -> xr.DataArray:
+        return da.isel({TIME_DIM: 0}) if TIME_DIM in da.dims else da
+
+    raws = [first(merged[out[n].attrs["original_name"]].reset_coords(drop=True)).transpose(*field_dims(n)).data
+            for n in names]
+    fields = [first(out[n].reset_coords(drop=True)).data for n in names]
+    tmask, depths, *values = dask.compute(out["tmask"].data, out["gdept_1d"].data, *raws, *fields)
+    tmask = np.asarray(tmask, dtype=bool)
+    raws_np, fields_np = values[: len(names)], values[len(names):]
+    problems = []
+    for name, raw in zip(names, raws_np, strict=True):
+        ocean = tmask if FIELDS[name].three_dimensional else tmask[0]
+        problem = _check_land(name, out[name].attrs["original_name"], np.asarray(raw), ocean, field_dims(name))
+        problems += [problem] if problem else []
+    if problems:
+        raise GridMismatchError(
+            f"The land-sea mask (tmask) of {str(mesh)!r} does not match the data's land on the first record: "
+            + "; ".join(problems) + ". NEMO writes 0 (or the fill value) on land, so these files were written "
+            "on another land-sea mask. Pass the mesh_mask.nc (or domain_cfg.nc) of the run that wrote them."
+        )
+    for name, values_np in zip(names, fields_np, strict=True):
+        ocean = tmask if FIELDS[name].three_dimensional else tmask[0]
+        _check_plausible(name, out[name].attrs["original_name"], np.asarray(values_np, dtype=np.float64), ocean,
+                         out[name].attrs["units"], np.asarray(depths))
+
+
 def open_nemo(
     files: PathLike | Iterable[PathLike],
     mesh_mask: PathLike | Iterable[PathLike] | None = None,
     *,
     chunks: Mapping[str, int] | None = None,
+    open_kwargs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Open NEMO output and its grid file as one canonical, lazy Dataset.
+
+    NEMO's own conventions are read as NEMO writes them, without editing the files: IOIPSL's calendar
+    names (``360d``, ``365d``, ...) are mapped to CF's before decoding; IOIPSL's non-CF standard names
+    (``Temperature``, ``Salinity``) are kept as ``original_standard_name`` and replaced by CF's; units are
+    checked against :data:`~xoceandiff.conventions.UNITS` and converted lazily where needed (Kelvin, cm,
+    kg/kg), each conversion recorded in ``original_units`` and ``history``. Whether ``soce`` holds
+    practical salinity (EOS-80 runs: ``sea_water_practical_salinity``, units ``"1"``, with potential
+    temperature) or absolute salinity (TEOS-10: ``sea_water_absolute_salinity``, ``"g kg-1"``, with
+    conservative temperature) is read from the file: its standard name, else its units.
+
+    The first record (only that one) is read to check the data against the mesh mask and against
+    :data:`~xoceandiff.conventions.PLAUSIBLE_RANGES`; everything else stays lazy.
 
     Parameters
     ----------
@@ -358,8 +713,12 @@ def open_nemo(
         ``mesh_mask.nc`` or ``domain_cfg.nc`` (or its per-rank pieces). By default the folder of the first
         data file is searched for one.
     chunks : mapping, optional
-        Dask chunk sizes on the canonical dimensions, e.g. ``{"t": 10}`` (the default: 10 records per
-        chunk, so that opening 50 years of output builds a small graph and loads nothing).
+        Dask chunk sizes on the canonical dimensions, e.g. ``{"t": 10}``. By default about 10 records per
+        chunk, rounded up to whole stored netCDF-4 chunks of the files (a file stored 12 records a chunk
+        gets 12), so that no stored chunk is read twice and xarray has nothing to warn about.
+    open_kwargs : mapping, optional
+        Options for :func:`xarray.open_dataset` on each data file (``engine``, ``decode_times``, ...);
+        ``decode_times=False`` keeps the raw time numbers. Chunks go through ``chunks``.
 
     Returns
     -------
@@ -375,7 +734,10 @@ def open_nemo(
     xoceandiff.errors.MissingVariableError
         None of the canonical fields is in the files.
     xoceandiff.errors.GridMismatchError
-        The data and the grid file have different shapes.
+        The data and the grid file have different shapes, or different land-sea masks.
+    xoceandiff.errors.InvalidDataError
+        Units that are not understood, a time axis that cannot be decoded, or implausible values on the
+        first record (Kelvin labelled as degC, swapped variables, ...).
 
     Examples
     --------
@@ -385,15 +747,16 @@ def open_nemo(
     >>> ds = xoceandiff.open_nemo([paths["grid_T_3D"], paths["grid_T_2D"]], mesh_mask=paths["mesh_mask"])
     >>> sorted(ds.data_vars)
     ['soce', 'ssh', 'toce']
-    >>> ds.toce.attrs["original_name"]
-    'toce_inst'
+    >>> ds.toce.attrs["original_name"], ds.soce.attrs["standard_name"]
+    ('toce_inst', 'sea_water_absolute_salinity')
     """
     data_files = _as_file_list(files, "NEMO output")
     mesh_files = _as_file_list(mesh_mask, "mesh_mask/domain_cfg") if mesh_mask is not None else _find_mesh_mask(data_files)
-    chunks = dict(chunks) if chunks is not None else {TIME_DIM: 10}
+    chunks = dict(chunks) if chunks is not None else {}
 
     domcfg = xnemogcm.open_domain_cfg(files=[str(p) for p in mesh_files])
-    pieces = [_open_data_file(path, chunks.get(TIME_DIM)) for path in data_files]
+    notes: list[str] = []
+    pieces = [_open_data_file(path, chunks.get(TIME_DIM), open_kwargs, notes) for path in data_files]
     data = xr.combine_by_coords(
         pieces, combine_attrs="drop_conflicts", data_vars="minimal", coords="minimal", compat="override", join="outer"
     )
@@ -417,6 +780,9 @@ def open_nemo(
     merged.attrs = {}
     # Periodicity is a property of the grid: only the grid file's flags count.
     out = canonicalise(merged, periodic_x=is_periodic_x(domcfg.attrs, domcfg.variables))
+    _check_first_record(merged, out, mesh_files[0])
+    if notes:
+        out.attrs = stamp_history(out.attrs, "xoceandiff.open_nemo: " + "; ".join(dict.fromkeys(notes)))
     other = {d: c for d, c in chunks.items() if d != TIME_DIM and d in out.dims}
     if other:
         out = out.chunk(other)

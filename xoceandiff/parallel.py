@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .canonical import grid_from_kit, grid_kit
 from .constraints import Constraint
 from .conventions import FIELDS, SAMPLE_DIM
 from .errors import CheckpointError, InvalidDataError, OutputExistsError
@@ -35,6 +36,7 @@ from .sampling import (
     SamplingPlan,
     generate,
     plan_sampling,
+    sample_field_attrs,
     sample_metadata,
 )
 
@@ -81,16 +83,12 @@ def _chunk_values(checkpoint: str, sha256: str, grid: xr.Dataset, indices: Seque
                            for name in model.card.fields], axis=1)
 
 
-_TASK_GRID = ("tmask", "e1t", "e2t", "e3t", "gdept_1d", "glamt", "gphit", "x_c", "x_f", "y_c", "y_f", "z_c", "z_f")
-
-
 def _grid_only(ds: xr.Dataset) -> xr.Dataset:
-    """What a task needs of the grid (masks, T-cell sizes, depths, axes), loaded: shipped once in the graph.
+    """What a task needs of the grid (:data:`xoceandiff.canonical.GRID_KIT` and the index axes), loaded.
 
-    The output's coordinates come from the full dataset when the graph is built, not from here.
+    Shipped once in the graph; the output's coordinates come from the full dataset when the graph is built.
     """
-    coords = {name: ds[name].variable for name in _TASK_GRID if name in ds.variables}
-    return xr.Dataset(coords=coords, attrs=dict(ds.attrs)).load()
+    return grid_from_kit(grid_kit(ds), periodic_x=bool(int(ds.attrs.get("Iperio", 0))))
 
 
 def _wire_options(options: SamplingOptions) -> dict[str, Any]:
@@ -153,7 +151,7 @@ def sample_lazy(
         width = layout.n_levels if name in THREE_D else 1
         data = stacked[:, start : start + width] if name in THREE_D else stacked[:, start]
         start += width
-        data_vars[name] = (shape[name].dims, data, shape[name].attrs)
+        data_vars[name] = (shape[name].dims, data, sample_field_attrs(model.card, name))
     coords = {k: v.variable for k, v in shape.coords.items() if SAMPLE_DIM not in v.dims}
     out = xr.Dataset(data_vars, coords=coords)
     out = out.assign_coords({SAMPLE_DIM: (SAMPLE_DIM, np.arange(int(n)),

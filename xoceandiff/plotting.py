@@ -26,6 +26,7 @@ from .diagnostics import (
     METRICS,
     SCALAR_METRICS,
     EosName,
+    dataset_eos,
     diagnostics,
     horizontal_mean_profiles,
     record_labels,
@@ -407,15 +408,16 @@ def plot_metric_histograms(metrics: Mapping[str, xr.Dataset]) -> Figure:
     return fig
 
 
-def plot_density_error_map(sets: Mapping[str, xr.Dataset], *, eos: EosName = "teos10-poly") -> Figure:
+def plot_density_error_map(sets: Mapping[str, xr.Dataset], *, eos: EosName = "auto") -> Figure:
     """Where the density errors are: the mean number of unstable interfaces per column, per set.
 
     Parameters
     ----------
     sets : mapping of str to xarray.Dataset
         The reference first, then the sample sets.
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
-        Equation of state of the potential density.
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the potential density, one for every set: ``"auto"`` matches the first
+        set's salinity (:func:`xoceandiff.diagnostics.dataset_eos`).
 
     Returns
     -------
@@ -429,6 +431,7 @@ def plot_density_error_map(sets: Mapping[str, xr.Dataset], *, eos: EosName = "te
     2
     """
     _check_sets(sets)
+    eos = dataset_eos(next(iter(sets.values())), eos)
     (values,) = dask.compute({name: unstable_column_counts(ds, eos=eos) for name, ds in sets.items()})
     vmax = max(float(np.nanmax(v.values)) if np.isfinite(v.values).any() else 0.0 for v in values.values())
     vmax = vmax if vmax > 0 else 1.0
@@ -458,7 +461,7 @@ def plot_all(
     samples: Mapping[str, xr.Dataset],
     out_folder: str | os.PathLike,
     *,
-    eos: EosName = "teos10-poly",
+    eos: EosName = "auto",
     depth_box: float = 1500.0,
     n_maps: int = 3,
     reference_name: str = "Data",
@@ -479,8 +482,9 @@ def plot_all(
         Sample sets by name.
     out_folder : path-like
         Where the PNGs go (created if needed).
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
-        Equation of state of the density errors.
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the density errors: ``"auto"`` matches the reference's salinity
+        (:func:`xoceandiff.diagnostics.dataset_eos`).
     depth_box : float, default 1500.0
         Depth limit of the boxes (for the metric histograms).
     n_maps : int, default 3
@@ -514,6 +518,7 @@ def plot_all(
             "reference_name=..."
         )
     sets = {reference_name: reference, **dict(samples)}
+    eos = dataset_eos(reference, eos)
     if report is not None:
         metrics = {name: report.source(name) for name in report.sources}
     else:

@@ -6,6 +6,7 @@ records the ``xoceandiff train`` command, seed, steps and final loss that made i
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -111,3 +112,36 @@ def reference_for(model: Denoiser, *, n: int = 1, seed: int | None = None) -> xr
     if card is not None:
         card.check_grid(ds)  # the recorded provenance must describe the model's own grid
     return ds
+
+
+def grid_for(model: Denoiser, mesh_mask: str | os.PathLike | None = None) -> xr.Dataset:
+    """The grid to sample ``model`` on: ``mesh_mask`` if given, else the grid its checkpoint carries.
+
+    Checkpoints written before models carried their grid fall back on the embedded dataset they were
+    trained on (:func:`reference_for`). The grid is checked against the model's fingerprint.
+
+    Raises
+    ------
+    CheckpointError
+        No mesh_mask, no grid in the checkpoint and no embedded-dataset provenance.
+    GridMismatchError
+        The mesh_mask is not the model's grid (shape or land-sea mask).
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> grid_for(bundled_model()).sizes["z_c"]
+    36
+    """
+    from .nemo import open_grid
+
+    card = model.card
+    if mesh_mask is not None:
+        grid = open_grid(mesh_mask)
+    elif card is not None and card.grid is not None:
+        grid = card.grid
+    else:
+        grid = reference_for(model)
+    if card is not None:
+        card.check_grid(grid)
+    return grid

@@ -33,6 +33,7 @@ from .diagnostics import (
     SCALAR_METRICS,
     SET_METRICS,
     EosName,
+    dataset_eos,
     diagnostics,
     diversity,
     profile_distance,
@@ -82,7 +83,7 @@ class Report:
     sources : tuple of str
         Set names, the reference first.
     eos, depth_box
-        The options the metrics were computed with.
+        The options the metrics were computed with (``eos`` resolved: never ``"auto"``).
     decimals : int or mapping of str to int
         Decimals of the table cells, for all columns or per metric (:data:`DEFAULT_DECIMALS`).
     paths : dict of str to pathlib.Path
@@ -369,7 +370,10 @@ def _flat(metrics: xr.Dataset, ds: xr.Dataset, name: str) -> xr.Dataset:
     rdim = record_dim(ds)
     labels = record_labels(ds, rdim)
     flat = metrics.drop_vars(rdim, errors="ignore").rename({rdim: _RECORD})
-    return flat.assign_coords(
+    # coordinates of one set's records (XIOS's time_centered, time bounds) or scalar ones are not shared by
+    # the other sets: the records keep record_label instead, so that the sets concatenate
+    own = [name for name, coord in flat.coords.items() if coord.ndim == 0 or _RECORD in coord.dims]
+    return flat.drop_vars(own).assign_coords(
         {
             _SOURCE: (_RECORD, np.array([name] * len(labels), dtype=object)),
             "record_label": (_RECORD, np.array(labels, dtype=object)),
@@ -381,7 +385,7 @@ def report(
     reference: xr.Dataset,
     samples: Mapping[str, xr.Dataset],
     *,
-    eos: EosName = "teos10-poly",
+    eos: EosName = "auto",
     depth_box: float = 1500.0,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -396,8 +400,10 @@ def report(
         The reference states (the training data), any record dimension.
     samples : mapping of str to xarray.Dataset
         Sample sets by name (e.g. ``{"No constraint": s0, "Constraint": s1}``), in row order.
-    eos : {"teos10-poly", "seos"}, default "teos10-poly"
-        Equation of state of the density errors.
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the density errors, one for every set: ``"auto"`` matches the
+        reference's salinity (:func:`xoceandiff.diagnostics.dataset_eos`: EOS-80 for practical
+        salinity, TEOS-10 for absolute).
     depth_box : float, default 1500.0
         Depth limit of the Bottom-Water and Deep-Water boxes (m).
     out : path-like, optional
@@ -441,6 +447,7 @@ def report(
             "reference_name=..."
         )
     sets = {reference_name: reference, **dict(samples)}
+    eos = dataset_eos(reference, eos)
     lazy_metrics = {name: diagnostics(ds, eos=eos, depth_box=depth_box) for name, ds in sets.items()}
     lazy_sets = {}
     for name, ds in sets.items():

@@ -30,8 +30,9 @@ from .canonical import SPATIAL_DIMS, TIME_DIM, field_dims, record_dim, stamp_his
 from .dynamics import GRAVITY, OMEGA, RHO0, thermal_wind
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 from .ranks import RankPiece, cut_piece, rank_piece_name, split_ranks
-from .restart_check import check_restart
+from .restart_check import check_plausible, check_restart
 from .restart_format import (
+    DEFAULT_NEMO_VERSION,
     NEMO_VERSIONS,
     RESTART_DIMS_2D,
     RESTART_DIMS_3D,
@@ -39,19 +40,26 @@ from .restart_format import (
     MeshInfo,
     NemoVersion,
     PathLike,
+    RunSettings,
     check_version,
     is_rank_piece_name,
     read_mesh,
     restart_file_name,
+    settings_from_namelist,
+    settings_from_template,
 )
 
 __all__ = [
     "NEMO_VERSIONS",
+    "DEFAULT_NEMO_VERSION",
+    "DEFAULT_RDT",
     "RESTART_VARIABLES",
     "OMEGA",
     "GRAVITY",
     "RHO0",
     "RestartOptions",
+    "resolve_options",
+    "check_plausible",
     "OutputPlan",
     "PlannedState",
     "to_restart",
@@ -66,8 +74,11 @@ __all__ = [
 
 Velocities = Literal["rest", "thermal_wind"]
 _DEFAULT_DATE = 19000101  # NEMO's own default nn_date0
-_TEMPLATE_STATE = ("tn", "sn", "tb", "sb", "sshn", "sshb")
-_TEMPLATE_VELOCITIES = ("un", "vn", "ub", "vb")
+DEFAULT_RDT = 3600.0
+"""The time step (s) written as ``rdt`` when neither the caller, a template nor a namelist tells."""
+_TEMPLATE_STATE = ("tn", "sn", "tb", "sb", "sshn", "sshb", "ssha")
+_TEMPLATE_VELOCITIES = ("un", "vn", "ub", "vb", "uu_n", "vv_n")
+_RUN_SETTINGS = ("nemo_version", "rdt", "kt", "ndastp", "adatrj", "ntime")
 
 
 # --- options and output plan ------------------------------------------------------------------------------
@@ -93,21 +104,24 @@ class RestartOptions:
     xoceandiff.errors.InvalidDataError: kt: expected a non-negative time step index, found -1.
     """
 
-    nemo_version: str = "4.2"
+    nemo_version: str = DEFAULT_NEMO_VERSION
     kt: int = 0
     ndastp: int | None = None
-    rdt: float = 3600.0
+    rdt: float = DEFAULT_RDT
     adatrj: float | None = None
     ntime: int = 0
     velocities: Velocities | None = None
-    eos: str = "teos10-poly"
+    eos: str = "auto"
     prefix: str = "restart"
     ranks: tuple[int, int] | None = None
     template: Path | None = None
+    namelist: Path | None = None
+    sources: tuple[tuple[str, str], ...] = ()  # (setting, where its value came from), for the namelist output
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         version = check_version(self.nemo_version)
+        object.__setattr__(self, "nemo_version", version)
         if self.velocities not in (None, "rest", "thermal_wind"):
             raise InvalidDataError(f"velocities: expected 'rest' or 'thermal_wind', found {self.velocities!r}.")
         if self.template is not None and self.ranks is not None:
@@ -118,6 +132,12 @@ class RestartOptions:
             )
         if int(self.kt) != self.kt or self.kt < 0:
             raise InvalidDataError(f"kt: expected a non-negative time step index, found {self.kt!r}.")
+        if not (np.isfinite(self.rdt) and self.rdt > 0):
+            raise InvalidDataError(f"rdt: expected a positive time step in seconds (NEMO's rn_Dt), found {self.rdt!r}.")
+        if self.ndastp is not None and not _is_date(self.ndastp):
+            raise InvalidDataError(
+                f"ndastp: expected a date yyyymmdd (e.g. 19000101, or 510101 for year 51), found {self.ndastp!r}."
+            )
 
     @property
     def velocity_mode(self) -> str:
@@ -128,6 +148,129 @@ class RestartOptions:
     def leapfrog(self) -> bool:
         """Whether the version reads "before" fields (NEMO 4.x) besides the "now" ones."""
         return self.nemo_version != "5.0"
+
+    def source_of(self, name: str) -> str:
+        """Where the value of setting ``name`` came from (``"given"`` when not recorded)."""
+        return dict(self.sources).get(name, "given")
+
+
+def _is_date(value: Any) -> bool:
+    try:
+        date = int(value)
+    except (TypeError, ValueError):
+        return False
+    return date == value and date > 0 and 1 <= date // 100 % 100 <= 12 and 1 <= date % 100 <= 31
+
+
+def _agrees(name: str, given: Any, found: Any) -> bool:
+    if name == "nemo_version":  # 4.0 and 4.2 read the same variables: a template tells 4.x from 5.0
+        return (given == "5.0") == (found == "5.0")
+    return bool(np.isclose(float(given), float(found), rtol=1e-9, atol=1e-9))
+
+
+def _template_conflict(name: str, given: Any, found: Any, settings: RunSettings) -> InvalidDataError:
+    if name == "nemo_version":
+        return InvalidDataError(
+            f"nemo_version: {given!r} given, but the {settings.source} is a NEMO {found} restart "
+            f"({settings.version_reason}). Leave nemo_version out (the template's is used), or pass a template "
+            f"of a NEMO {given} run."
+        )
+    return InvalidDataError(
+        f"{name}: {given!r} given, but the {settings.source} has {name} = {found!r}, and each restart is a copy of "
+        f"the template that keeps it. Leave {name} out (the template's is used), or pass a template with "
+        f"{name} = {given!r}."
+    )
+
+
+def resolve_options(
+    *,
+    template: PathLike | None = None,
+    namelist: PathLike | None = None,
+    nemo_version: str | None = None,
+    kt: int | None = None,
+    ndastp: int | None = None,
+    rdt: float | None = None,
+    adatrj: float | None = None,
+    ntime: int | None = None,
+    **others: Any,
+) -> RestartOptions:
+    """The :class:`RestartOptions` for the run that will read the restarts.
+
+    Each of ``nemo_version``, ``rdt``, ``kt``, ``ndastp``, ``adatrj`` and ``ntime`` is taken, in this order,
+    from the argument when given, the ``template`` restart (its 0-d variables; its version from its
+    "before" fields), the ``namelist`` (``rn_Dt``/``rn_rdt``, ``nn_date0``, ``nn_it000 - 1``; ``rn_rdt``
+    hints NEMO 4.0), else the defaults: :data:`DEFAULT_NEMO_VERSION` (5.0), :data:`DEFAULT_RDT` (3600 s),
+    ``kt = 0``, the state's own date or 19000101. Where each value came from is kept in
+    :attr:`RestartOptions.sources` and written in the namelist output.
+
+    Parameters
+    ----------
+    template, namelist : path, optional
+        A restart of the run (each output is a copy of it), and its ``namelist_cfg``.
+    nemo_version, kt, ndastp, rdt, adatrj, ntime : optional
+        Explicit values (see :func:`to_restart`); they override the namelist's.
+    **others
+        The other fields of :class:`RestartOptions` (``velocities``, ``prefix``, ``ranks``, ...).
+
+    Raises
+    ------
+    xoceandiff.errors.InvalidDataError
+        Invalid values, or an explicit value that contradicts the template (the copies keep the template's
+        scalars, and a NEMO 4.x version needs a template with "before" fields).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "namelist_cfg"
+    >>> _ = path.write_text("&namrun\\n  nn_date0 = 00510101\\n/\\n&namdom\\n  rn_Dt = 14400.\\n/\\n")
+    >>> options = resolve_options(namelist=path, rdt=7200.0)
+    >>> options.nemo_version, options.rdt, options.ndastp
+    ('5.0', 7200.0, 510101)
+    >>> options.source_of("nemo_version"), options.source_of("ndastp")  # doctest: +ELLIPSIS
+    ('default (no template, namelist or nemo_version told)', "namelist '...namelist_cfg' (nn_date0)")
+    """
+    explicit = {"nemo_version": None if nemo_version is None else check_version(nemo_version), "kt": kt,
+                "ndastp": ndastp, "rdt": rdt, "adatrj": adatrj, "ntime": ntime}
+    template = None if template is None else Path(template)
+    namelist = None if namelist is None else Path(namelist)
+    # the arguments alone first: an invalid one is refused before any file is read
+    RestartOptions(**{k: v for k, v in explicit.items() if v is not None}, template=template, **others)
+    from_template = settings_from_template(template) if template is not None else None
+    from_namelist = settings_from_namelist(namelist) if namelist is not None else None
+    namelist_names = {"rdt": "rn_Dt/rn_rdt", "ndastp": "nn_date0", "kt": "nn_it000 - 1"}
+    values: dict[str, Any] = {}
+    sources: list[tuple[str, str]] = []
+    for name in _RUN_SETTINGS:
+        given = explicit[name]
+        in_template = None if from_template is None else getattr(from_template, name)
+        in_namelist = None if from_namelist is None else getattr(from_namelist, name)
+        if given is not None and in_template is not None and not _agrees(name, given, in_template):
+            raise _template_conflict(name, given, in_template, from_template)  # type: ignore[arg-type]
+        if given is not None:
+            values[name], source = given, "given"
+        elif in_template is not None:
+            values[name], source = in_template, from_template.source  # type: ignore[union-attr]
+            if name == "nemo_version":
+                source += f": {from_template.version_reason}"  # type: ignore[union-attr]
+        elif in_namelist is not None:
+            values[name] = in_namelist
+            source = from_namelist.source + (  # type: ignore[union-attr]
+                f": {from_namelist.version_reason}" if name == "nemo_version"  # type: ignore[union-attr]
+                else f" ({namelist_names.get(name, name)})"
+            )
+        else:
+            source = {
+                "nemo_version": "default (no template, namelist or nemo_version told)",
+                "rdt": f"default {DEFAULT_RDT:g} s (no template, namelist or rdt told)",
+                "kt": "default",
+                "ndastp": f"the state's date, else {_DEFAULT_DATE}",
+                "adatrj": "kt * rdt / 86400",
+                "ntime": "default",
+            }[name]
+        sources.append((name, source))
+    if from_namelist is not None and from_namelist.ln_rstart is False:
+        sources.append(("ln_rstart", f"{from_namelist.source} sets ln_rstart = .false.: set it to .true."))
+    return RestartOptions(**values, template=template, namelist=namelist, sources=tuple(sources), **others)
 
 
 class PlannedFile(NamedTuple):
@@ -320,6 +463,7 @@ def _state_fields(index: int | None, state: xr.Dataset, mesh: MeshInfo, options:
     tn = _land_zero(_field(state, "toce", "temperature"), ocean, "toce", label)
     sn = _land_zero(_field(state, "soce", "salinity"), ocean, "soce", label)
     sshn = _land_zero(_field(state, "ssh", "sea surface height"), ocean[0], "ssh", label)
+    check_plausible(state, label=label)  # before its file is written: Kelvin, swapped toce/soce, out of range
     if options.velocity_mode == "thermal_wind":
         u, v = thermal_wind(state, eos=options.eos)
         un = np.nan_to_num(np.asarray(u.values, dtype=np.float64))
@@ -388,9 +532,10 @@ def _write_from_template(stack: contextlib.ExitStack, planned: PlannedState, fie
                          options: RestartOptions, attrs: Mapping[str, Any]) -> None:
     """The writer with template: a byte copy with only the state (and given velocities) replaced."""
     values = {"tn": fields.tn, "sn": fields.sn, "tb": fields.tn, "sb": fields.sn,
-              "sshn": fields.sshn, "sshb": fields.sshn}
-    if options.velocities is not None:
-        values.update({"un": fields.un, "vn": fields.vn, "ub": fields.un, "vb": fields.vn})
+              "sshn": fields.sshn, "sshb": fields.sshn, "ssha": fields.sshn}  # NEMO 5.0: ssha defaults to sshn
+    if options.velocities is not None:  # and uu_n, vv_n (NEMO 5.0) with them, when the template has them
+        values.update({"un": fields.un, "vn": fields.vn, "ub": fields.un, "vb": fields.vn,
+                       "uu_n": fields.un, "vv_n": fields.vn})
     ((path, _),) = planned.files
     tmp = _atomic(stack, path, options.overwrite)
     shutil.copyfile(options.template, tmp)  # type: ignore[arg-type]
@@ -414,7 +559,7 @@ def _check_template(path: Path, shape: tuple[int, int, int], names: Sequence[str
             if name not in nc.variables:
                 continue
             found = nc.variables[name].shape
-            expected = shape if name not in ("sshn", "sshb") else shape[1:]
+            expected = shape if not name.startswith("ssh") else shape[1:]
             if tuple(found[-len(expected):]) != tuple(expected) or len(found) < len(expected):
                 raise GridMismatchError(
                     f"The template {str(path)!r} has {name} of shape {tuple(found)} (dims "
@@ -427,54 +572,61 @@ def _check_template(path: Path, shape: tuple[int, int, int], names: Sequence[str
             )
 
 
-def _template_calendar(path: Path) -> tuple[int | None, int | None]:
-    """The template's ``kt`` and ``ndastp`` (None when absent): what NEMO will find in each copy."""
-    with netCDF4.Dataset(path) as nc:
-        kt, date = (
-            int(np.asarray(nc.variables[name][...]).ravel()[0]) if name in nc.variables else None
-            for name in ("kt", "ndastp")
-        )
-    return kt, date
-
-
 # --- namelists -------------------------------------------------------------------------------------------
 
 
-def _namelist_restart(stems: Sequence[str], kt: int, ndastp: int, nemo_version: str, folder: Path,
-                      ranks: tuple[int, int] | None) -> str:
+def _namelist_restart(stems: Sequence[str], first_date: int, options: RestartOptions, folder: Path) -> str:
+    version, kt, rdt = options.nemo_version, int(options.kt), float(options.rdt)
+    date_source = options.source_of("ndastp") if options.ndastp is not None else (
+        "the state's date" if first_date != _DEFAULT_DATE else f"default {_DEFAULT_DATE} (no date told)")
     lines = [
-        f"! NEMO {nemo_version} namelist settings to start from the restarts written by xoceandiff {_package_version()}",
+        f"! NEMO {version} namelist settings to start from the restarts written by xoceandiff {_package_version()}",
         "! Copy them into namelist_cfg. One restart per generated state: set cn_ocerst_in to the one to run.",
         f"! Restarts in {str(folder)!r}: {', '.join(stems)}",
+        f"! NEMO version {version}: {options.source_of('nemo_version')}",
+        f"! rdt = {rdt:g} s: {options.source_of('rdt')}",
+        f"! kt = {kt}: {options.source_of('kt')}; ndastp = {first_date:08d}: {date_source}",
+    ]
+    if "ln_rstart" in dict(options.sources):
+        lines.append(f"! Note: {options.source_of('ln_rstart')}")
+    lines += [
         "&namrun",
         "   ln_rstart       = .true.",
         f"   cn_ocerst_in    = \"{stems[0]}\"   ! file name without .nc",
         f"   cn_ocerst_indir = \"{folder}\"",
         "   nn_rstctl       = 0        ! 0: calendar from nn_date0; 1: nit000 checked against kt; 2: calendar from the file",
-        f"   nn_it000        = {int(kt) + 1}        ! = kt + 1",
-        f"   nn_date0        = {int(ndastp)}   ! = ndastp of the restart",
+        f"   nn_it000        = {kt + 1}        ! = kt + 1",
+        f"   nn_date0        = {first_date:08d}   ! = ndastp of the restart",
+        "/",
+        "&namdom",
+        f"   rn_Dt           = {rdt!r}   ! = rdt of the restarts (your run's time step differs? write them with it)",
         "/",
         "&namtsd",
         "   ln_tsd_init     = .false.  ! the state comes from the restart",
         "/",
-        "! Velocities and 'before' fields: before = now. NEMO 4.x starts with an Euler step when the",
-        "! restart's rdt differs from rn_Dt; the model spins the circulation up from the density field.",
     ]
-    if ranks is not None:
+    if options.leapfrog:
+        lines += [
+            "! NEMO 4.x (leapfrog): 'before' fields = 'now' fields. NEMO starts with an Euler step when the",
+            "! restart's rdt differs from rn_Dt; the model spins the circulation up from the density field.",
+        ]
+    else:
+        lines += [
+            "! NEMO 5.0 (RK3): only the 'now' fields (tn, sn, sshn, un, vn) are read; NEMO rebuilds uu_n, vv_n",
+            "! and ssha from them. The model spins the circulation up from the density field.",
+        ]
+    if options.ranks is not None:
         lines.append(
-            f"! Per-rank pieces: run with jpni = {ranks[0]}, jpnj = {ranks[1]} and no land-domain removal; "
-            "NEMO opens <cn_ocerst_in>_<rank>.nc when <cn_ocerst_in>.nc is absent."
+            f"! Per-rank pieces: run with jpni = {options.ranks[0]}, jpnj = {options.ranks[1]} and no land-domain "
+            "removal; NEMO opens <cn_ocerst_in>_<rank>.nc when <cn_ocerst_in>.nc is absent."
         )
     return "\n".join(lines) + "\n"
 
 
 def _restart_namelist(plan: OutputPlan, options: RestartOptions, first_date: int) -> str:
-    """The namelist of the first restart: the template's calendar where it has one, else the options'."""
-    kt, date = _template_calendar(options.template) if options.template is not None else (None, None)
+    """The namelist of the first restart (the options hold the template's calendar when there is one)."""
     stems = [state.stem for state in plan.states]
-    return _namelist_restart(stems, kt if kt is not None else int(options.kt),
-                             date if date is not None else first_date, options.nemo_version,
-                             plan.namelist.parent.resolve(), options.ranks)
+    return _namelist_restart(stems, int(first_date), options, plan.namelist.parent.resolve())
 
 
 # --- restarts --------------------------------------------------------------------------------------------
@@ -486,14 +638,15 @@ def to_restart(
     *,
     mesh_mask: PathLike | xr.Dataset | None = None,
     template: PathLike | None = None,
-    nemo_version: NemoVersion | str = "4.2",
-    kt: int = 0,
+    namelist: PathLike | None = None,
+    nemo_version: NemoVersion | str | None = None,
+    kt: int | None = None,
     ndastp: int | None = None,
-    rdt: float = 3600.0,
+    rdt: float | None = None,
     adatrj: float | None = None,
-    ntime: int = 0,
+    ntime: int | None = None,
     velocities: Velocities | None = None,
-    eos: str = "teos10-poly",
+    eos: str = "auto",
     prefix: str = "restart",
     ranks: tuple[int, int] | None = None,
     overwrite: bool = False,
@@ -509,8 +662,18 @@ def to_restart(
     ``vv_n`` and ``ssha`` from them). File names are ``{prefix}_s{index:03d}_xoceandiff.nc``
     (:func:`restart_file_name`): never ``_<digits>.nc``, which NEMO takes for a rank's piece.
 
+    The NEMO version, time step and calendar are those of the run that will read the restarts: each is
+    taken from the argument when given, else from the ``template`` restart, else from the run's
+    ``namelist``, else from the defaults (NEMO 5.0, 3600 s, ``kt = 0``, the state's date or 19000101); see
+    :func:`resolve_options`. An argument that contradicts the template is refused.
+
+    Every state is checked first (:func:`~xoceandiff.restart_check.check_plausible`): units, physical
+    ranges, and the training range the samples carry; a temperature in Kelvin or swapped ``toce``/``soce``
+    raises instead of becoming a restart.
+
     A ``namelist_restart.txt`` beside the files lists the settings to use (``ln_rstart``,
-    ``cn_ocerst_in``, ``nn_rstctl``, ``nn_it000 = kt + 1``, ``ln_tsd_init = .false.``). Every file is
+    ``cn_ocerst_in``, ``nn_rstctl``, ``nn_it000 = kt + 1``, ``nn_date0``, ``rn_Dt``,
+    ``ln_tsd_init = .false.``) and says where the version, time step and date came from. Every file is
     written atomically, and all of them or none: an error leaves no new file behind.
 
     Parameters
@@ -525,27 +688,36 @@ def to_restart(
         ``tmask``, ``nav_lon``, ``nav_lat`` and depths are written. Default: the samples' own grid.
     template : path, optional
         An existing restart of the same configuration: each output is a copy of it in which only ``tn``,
-        ``sn``, ``sshn`` (and ``tb``, ``sb``, ``sshb`` when present) are replaced; every other variable,
-        attribute and encoding is kept bit for bit, its velocities too unless ``velocities`` is given.
-    nemo_version : {"4.0", "4.2", "5.0"}
-        Which variable set to write.
-    kt : int
+        ``sn``, ``sshn`` (and ``tb``, ``sb``, ``sshb``, ``ssha`` when present) are replaced; every other
+        variable, attribute and encoding is kept bit for bit, its velocities too unless ``velocities`` is
+        given (then ``un``, ``vn``, ``ub``, ``vb``, ``uu_n``, ``vv_n``). Its version (from its "before"
+        fields), ``rdt``, ``kt``, ``ndastp``, ``adatrj`` and ``ntime`` are the defaults of the arguments.
+    namelist : path, optional
+        The run's ``namelist_cfg``: ``rn_Dt`` (``rn_rdt`` in NEMO 4.0), ``nn_date0`` and ``nn_it000`` give
+        ``rdt``, ``ndastp`` and ``kt`` where neither an argument nor the template does.
+    nemo_version : {"4.0", "4.2", "5.0"}, optional
+        Which variable set to write. Default: the template's, the namelist's (``rn_rdt``: 4.0), else
+        :data:`DEFAULT_NEMO_VERSION` (5.0, RK3; its variables are also what NEMO 4.x reads when it starts
+        with an Euler step).
+    kt : int, optional
         Time step of the restart: NEMO starts at ``nn_it000 = kt + 1`` (checked with ``nn_rstctl >= 1``).
+        Default: the template's, the namelist's ``nn_it000 - 1``, else 0.
     ndastp : int, optional
-        Date ``yyyymmdd`` (read with ``nn_rstctl = 2``). Default: the state's date when it has a time
-        coordinate, else 19000101.
-    rdt : float
+        Date ``yyyymmdd`` (read with ``nn_rstctl = 2``). Default: the template's, the namelist's
+        ``nn_date0``, the state's date when it has a time coordinate, else 19000101.
+    rdt : float, optional
         Time step (s) written as ``rdt``. NEMO 4.x starts with an Euler step when it differs from the
-        namelist's ``rn_Dt``.
+        namelist's ``rn_Dt``. Default: the template's, the namelist's ``rn_Dt``, else
+        :data:`DEFAULT_RDT` (3600 s).
     adatrj : float, optional
-        Days since the start of the experiment (default ``kt * rdt / 86400``).
-    ntime : int
-        Time of day (``hhmm``) of the start, NEMO's ``nn_time0``.
+        Days since the start of the experiment (default: the template's, else ``kt * rdt / 86400``).
+    ntime : int, optional
+        Time of day (``hhmm``) of the start, NEMO's ``nn_time0`` (default: the template's, else 0).
     velocities : {"rest", "thermal_wind"}, optional
         ``"rest"`` (the default without template): 0 everywhere, what NEMO does for an initial state.
         ``"thermal_wind"``: :func:`thermal_wind` of each state's density. With a template, the default
         keeps the template's velocities.
-    eos : {"teos10-poly", "seos"}
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}
         Equation of state for ``velocities="thermal_wind"``.
     prefix : str
         File name prefix.
@@ -567,7 +739,8 @@ def to_restart(
     xoceandiff.errors.GridMismatchError
         The samples, the mesh_mask and the template are not on the same grid.
     xoceandiff.errors.InvalidDataError
-        NaN on an ocean cell of a state, or bad arguments.
+        NaN on an ocean cell of a state, an implausible state (units, ranges), bad arguments, or arguments
+        that contradict the template.
     xoceandiff.errors.OutputExistsError
         An output exists and ``overwrite`` is False (nothing is written).
 
@@ -580,11 +753,13 @@ def to_restart(
     ['restart_s000_xoceandiff.nc', 'restart_s001_xoceandiff.nc']
     >>> check_restart(paths[0], states)
     []
+    >>> print((paths[0].parent / "namelist_restart.txt").read_text().splitlines()[3])
+    ! NEMO version 5.0: default (no template, namelist or nemo_version told)
     """
-    options = RestartOptions(
-        nemo_version=str(nemo_version), kt=kt, ndastp=ndastp, rdt=rdt, adatrj=adatrj, ntime=ntime,
-        velocities=velocities, eos=eos, prefix=prefix, ranks=None if ranks is None else tuple(ranks),
-        template=None if template is None else Path(template), overwrite=overwrite,
+    options = resolve_options(
+        template=template, namelist=namelist, nemo_version=None if nemo_version is None else str(nemo_version),
+        kt=kt, ndastp=ndastp, rdt=rdt, adatrj=adatrj, ntime=ntime, velocities=velocities, eos=eos, prefix=prefix,
+        ranks=None if ranks is None else tuple(ranks), overwrite=overwrite,
     )
     return _write_restarts(samples, Path(target), mesh_mask, options)
 
@@ -770,6 +945,7 @@ def to_initial_state(
     """
     state = _pick_state(samples, index)
     mesh = _sample_mesh(state)
+    check_plausible(state, label=f"state {int(index)}")
     plan = _plan_initial_state(Path(target), prefix, int(index))
     plan.refuse_existing(overwrite)
     with contextlib.ExitStack() as stack:

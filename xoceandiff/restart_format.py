@@ -16,9 +16,10 @@ reader of mesh_mask/domain_cfg files.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -36,6 +37,11 @@ __all__ = [
     "is_rank_piece_name",
     "MeshInfo",
     "read_mesh",
+    "DEFAULT_NEMO_VERSION",
+    "RunSettings",
+    "read_namelist",
+    "settings_from_namelist",
+    "settings_from_template",
 ]
 
 PathLike = str | os.PathLike
@@ -43,6 +49,11 @@ NemoVersion = Literal["4.0", "4.2", "5.0"]
 
 NEMO_VERSIONS: tuple[str, ...] = ("4.0", "4.2", "5.0")
 """NEMO versions whose restart layout :func:`xoceandiff.restart.to_restart` writes and checks."""
+
+DEFAULT_NEMO_VERSION = "5.0"
+"""The version written when neither the caller, a template restart nor a namelist tells: NEMO 5.0 (RK3),
+the current release. Its variable set (``tn``, ``sn``, ``sshn``, ``un``, ``vn`` and the scalars) is also
+what NEMO 4.x reads when it starts with an Euler step (no ``sshb``/``ub``)."""
 
 # What each version reads (restart.F90, DOM/daymod.F90). Leapfrog versions read "now" and "before"
 # fields; NEMO 5 (RK3) reads "now" fields only (uu_n/vv_n/ssha are rebuilt when absent).
@@ -185,3 +196,253 @@ def read_mesh(mesh_mask: PathLike | xr.Dataset | MeshInfo) -> MeshInfo:
     if not path.is_file():
         raise FileNotFoundError(f"mesh_mask file not found: {str(path)!r}")
     return _mesh_of_grid(open_grid(path), str(path))
+
+
+# --- what the run that reads the restarts says: a template restart, a namelist ----------------------------
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a template restart or a NEMO namelist tells about the run that will read the restarts.
+
+    Every field is None when the source does not tell. ``nemo_version`` is a hint (``"4.2"`` stands for the
+    leapfrog versions 4.0 and 4.2, which read the same variables), explained by ``version_reason``.
+    """
+
+    source: str
+    nemo_version: str | None = None
+    version_reason: str = ""
+    rdt: float | None = None
+    kt: int | None = None
+    ndastp: int | None = None
+    adatrj: float | None = None
+    ntime: int | None = None
+    ln_rstart: bool | None = None
+
+
+_BEFORE = ("tb", "sb", "sshb", "ub", "vb")
+
+
+def settings_from_template(path: PathLike) -> RunSettings:
+    """The NEMO version, time step and calendar of a restart NEMO wrote (or any restart).
+
+    ``rdt``, ``kt``, ``ndastp``, ``adatrj`` and ``ntime`` are its 0-d variables; the version follows from
+    its "before" fields: present (``tb``, ``sb``, ``sshb``, ...) for NEMO 4.x (leapfrog, hinted as
+    ``"4.2"``), absent for NEMO 5.0 (RK3).
+
+    Parameters
+    ----------
+    path : path
+        A restart file.
+
+    Returns
+    -------
+    RunSettings
+
+    Examples
+    --------
+    >>> import tempfile, xoceandiff
+    >>> from xoceandiff.restart import to_restart
+    >>> states = xoceandiff.datasets.dino(n=1, resolution=4.0)
+    >>> (path,) = to_restart(states, tempfile.mkdtemp(), nemo_version="5.0", rdt=14400.0)
+    >>> settings = settings_from_template(path)
+    >>> settings.nemo_version, settings.rdt, settings.ndastp
+    ('5.0', 14400.0, 20000106)
+    """
+    import netCDF4
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"template restart not found: {str(path)!r}")
+    with netCDF4.Dataset(path) as nc:
+        nc.set_auto_mask(False)
+        names = set(nc.variables)
+        scalars = {
+            name: float(np.asarray(nc.variables[name][...]).ravel()[0])
+            for name in SCALARS
+            if name in names and nc.variables[name].size >= 1
+        }
+    before = [name for name in _BEFORE if name in names]
+    if before:
+        version, reason = "4.2", f"its 'before' fields {before} (NEMO 4.x, leapfrog)"
+    else:
+        version, reason = "5.0", "no 'before' field (tb, sb, sshb, ub, vb): NEMO 5.0 (RK3)"
+    as_int = {name: int(round(scalars[name])) if name in scalars else None for name in ("kt", "ndastp", "ntime")}
+    return RunSettings(
+        source=f"template {str(path)!r}", nemo_version=version, version_reason=reason, rdt=scalars.get("rdt"),
+        kt=as_int["kt"], ndastp=as_int["ndastp"], adatrj=scalars.get("adatrj"), ntime=as_int["ntime"],
+    )
+
+
+# Fortran namelists: groups "&name ... /" of "key = value, value" with "!" comments and quoted strings.
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<string>'(?:[^']|'')*'|"(?:[^"]|"")*")|(?P<eq>=)|(?P<comma>,)|(?P<word>[^\s,='"]+))"""
+)
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eEdD][+-]?\d+)?$")
+
+
+def _strip_comments(text: str) -> str:
+    """``text`` without its ``!`` comments (a ``!`` inside a quoted string is kept)."""
+    out, quote = [], None
+    for line in text.splitlines():
+        kept = []
+        for char in line:
+            if quote is None and char == "!":
+                break
+            if char in "'\"":
+                quote = None if quote == char else (char if quote is None else quote)
+            kept.append(char)
+        quote = None  # a string never spans lines in a namelist
+        out.append("".join(kept))
+    return "\n".join(out)
+
+
+def _value(token: str, is_string: bool) -> Any:
+    if is_string:
+        return token[1:-1].replace(token[0] * 2, token[0])
+    lower = token.lower()
+    if lower in (".true.", ".t.", "t", "true"):
+        return True
+    if lower in (".false.", ".f.", "f", "false"):
+        return False
+    if _NUMBER.match(token):
+        number = lower.replace("d", "e")
+        return int(number) if re.fullmatch(r"[+-]?\d+", number) else float(number)
+    return token
+
+
+def _group_body(text: str, start: int) -> tuple[str, int]:
+    """The body of a group from ``start`` to its closing unquoted ``/`` (or ``&end``), and the end position."""
+    quote = None
+    for i in range(start, len(text)):
+        char = text[i]
+        if char in "'\"":
+            quote = None if quote == char else (char if quote is None else quote)
+        elif quote is None and (char == "/" or text[i: i + 4].lower() == "&end"):
+            return text[start:i], i + 1
+        elif quote is None and char == "&":  # the next group: this one was not closed
+            return text[start:i], i
+    return text[start:], len(text)
+
+
+def _assignments(body: str) -> dict[str, Any]:
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    while position < len(body):
+        match = _TOKEN.match(body, position)
+        if match is None or match.end() == position:
+            break
+        position = match.end()
+        kind = match.lastgroup
+        if kind is not None:
+            tokens.append((kind, match.group(kind)))
+    values: dict[str, Any] = {}
+    key: str | None = None
+    current: list[Any] = []
+    for i, (kind, token) in enumerate(tokens):
+        if kind == "word" and i + 1 < len(tokens) and tokens[i + 1][0] == "eq":
+            if key is not None:
+                values[key] = current[0] if len(current) == 1 else current
+            key, current = token.lower(), []
+        elif kind in ("word", "string") and key is not None:
+            current.append(_value(token, kind == "string"))
+    if key is not None:
+        values[key] = current[0] if len(current) == 1 else current
+    return values
+
+
+def read_namelist(namelist: PathLike) -> dict[str, dict[str, Any]]:
+    r"""The groups of a Fortran namelist file (NEMO's ``namelist_cfg``/``namelist_ref``) as dictionaries.
+
+    Group and variable names are lower case; values are ``bool`` (``.true.``), ``int``, ``float``
+    (``14400.``, ``1.d-3``), ``str`` (quoted) or a list of them (``sn_tem = 'file', -1., 'votemper', ...``).
+    ``!`` comments are dropped (not inside quotes); a ``/`` inside a quoted string does not close a group;
+    a group given twice is merged, the later value winning.
+
+    Parameters
+    ----------
+    namelist : path
+        The namelist file.
+
+    Returns
+    -------
+    dict of str to dict of str to value
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "namelist_cfg"
+    >>> _ = path.write_text("&namdom  ! space and time domain\n   rn_Dt = 14400.  ! time step\n/\n"
+    ...                     "&namrun\n   nn_date0 = 00510101, ln_rstart = .true.\n   cn_dir = './'\n/\n")
+    >>> groups = read_namelist(path)
+    >>> groups["namdom"]["rn_dt"], groups["namrun"]
+    (14400.0, {'nn_date0': 510101, 'ln_rstart': True, 'cn_dir': './'})
+    """
+    path = Path(namelist)
+    if not path.is_file():
+        raise FileNotFoundError(f"namelist not found: {str(path)!r}")
+    text = _strip_comments(path.read_text(errors="replace"))
+    groups: dict[str, dict[str, Any]] = {}
+    position = 0
+    while True:
+        match = re.compile(r"&(\w+)").search(text, position)
+        if match is None:
+            break
+        body, position = _group_body(text, match.end())
+        groups.setdefault(match.group(1).lower(), {}).update(_assignments(body))
+    return groups
+
+
+def _number(groups: dict[str, dict[str, Any]], group: str, name: str, path: Path) -> float | None:
+    value = groups.get(group, {}).get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidDataError(
+            f"{name} in &{group} of {str(path)!r}: expected a number, found {value!r}. Fix the namelist, or pass "
+            "the value explicitly (--rdt, --date)."
+        )
+    return float(value)
+
+
+def settings_from_namelist(namelist: PathLike) -> RunSettings:
+    r"""The time step, start date and first time step of the run a NEMO namelist configures.
+
+    ``rdt`` from ``&namdom``'s ``rn_Dt`` (NEMO 4.2, 5.0) or ``rn_rdt`` (NEMO 4.0, which also hints the
+    version), ``ndastp`` from ``&namrun``'s ``nn_date0``, ``kt = nn_it000 - 1`` and ``ln_rstart``. The
+    names NEMO 4.2 and 5.0 share do not tell those two apart: no version hint then.
+
+    Parameters
+    ----------
+    namelist : path
+        ``namelist_cfg`` (or ``namelist_ref``) of the run.
+
+    Returns
+    -------
+    RunSettings
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "namelist_cfg"
+    >>> _ = path.write_text("&namrun\n nn_it000 = 1\n nn_date0 = 20100101\n/\n&namdom\n rn_Dt = 14400.\n/\n")
+    >>> settings = settings_from_namelist(path)
+    >>> settings.rdt, settings.ndastp, settings.kt, settings.nemo_version
+    (14400.0, 20100101, 0, None)
+    """
+    path = Path(namelist)
+    groups = read_namelist(path)
+    rdt = _number(groups, "namdom", "rn_dt", path)
+    version, reason = None, ""
+    if rdt is None:
+        rdt = _number(groups, "namdom", "rn_rdt", path)
+        if rdt is not None:
+            version, reason = "4.0", "&namdom's rn_rdt (NEMO 4.2 and 5.0 call it rn_Dt)"
+    date = _number(groups, "namrun", "nn_date0", path)
+    it000 = _number(groups, "namrun", "nn_it000", path)
+    rstart = groups.get("namrun", {}).get("ln_rstart")
+    return RunSettings(
+        source=f"namelist {str(path)!r}", nemo_version=version, version_reason=reason, rdt=rdt,
+        kt=None if it000 is None else max(int(it000) - 1, 0), ndastp=None if date is None else int(date),
+        ln_rstart=rstart if isinstance(rstart, bool) else None,
+    )

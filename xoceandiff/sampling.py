@@ -36,6 +36,8 @@ import xarray as xr
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
+from .canonical import field_attrs
+from .card import ModelCard
 from .constraints import Constraint, ConstraintContext, get_constraints
 from .conventions import PAPER_REFERENCE, SAMPLE_DIM
 from .errors import CheckpointError, InvalidDataError
@@ -57,6 +59,7 @@ __all__ = [
     "generate",
     "sample",
     "sample_metadata",
+    "sample_field_attrs",
 ]
 
 SAMPLERS: dict[str, Callable[[dict], Any]] = {
@@ -294,13 +297,29 @@ def generate(grid: xr.Dataset, plan: SamplingPlan, indices: Sequence[int]) -> xr
     card = model.card
     device = options.device or next(model.parameters()).device
     ctx = ConstraintContext.from_model(grid, card.layout, card.normaliser, device=device, dtype=options.dtype,
-                                       means=card.training_means)
+                                       means=card.training_means, salinity=card.salinity)
     tensors = sample_tensors(model, indices, plan.constraints, ctx=ctx, options=options)
     out = from_tensor(tensors, card.layout, grid, dim=SAMPLE_DIM, normaliser=card.normaliser)
+    for name in card.fields:
+        out[name].attrs = sample_field_attrs(card, name)
     return out.assign_coords(
         {SAMPLE_DIM: (SAMPLE_DIM, np.asarray(indices, dtype=np.int64),
                       {"long_name": "Sample index (random stream)", "units": "1"})}
     )
+
+
+def sample_field_attrs(card: ModelCard, name: str) -> dict[str, Any]:
+    """CF attributes of generated field ``name``: its salinity kind's names and the training data's range.
+
+    ``training_min`` / ``training_max`` (one value per level for toce and soce) let a later step refuse a
+    value far outside what the model was trained on (see :mod:`xoceandiff.restart_check`).
+    """
+    attrs: dict[str, Any] = dict(field_attrs(name, card.salinity))
+    for key, table in (("training_min", card.training_min), ("training_max", card.training_max)):
+        if table is not None and name in table:
+            values = np.asarray(table[name], dtype=np.float64)
+            attrs[key] = values if values.size > 1 else float(values[0])
+    return attrs
 
 
 def sample(
