@@ -50,6 +50,7 @@ __all__ = [
     "remove_stale_parts",
     "to_netcdf",
     "cf_dataset",
+    "open_samples",
     "FILL_VALUE",
     "VERTICAL_NAME",
 ]
