@@ -512,3 +512,13 @@ def test_plot_all_writes_pngs(reference, samples, tmp_path):
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, p
     assert not list((tmp_path / "figs").glob(".*"))  # no temporary files left behind
+
+
+def test_practical_salinity_is_reported_without_mass_units():
+    """An EOS-80 run's salinity is not g/kg: the table says PSS-78 and the files say CF's "1"."""
+    ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
+    ds["soce"] = ds.soce.assign_attrs(standard_name="sea_water_practical_salinity", units="1")
+    rep = report(ds, {"Same": ds})
+    assert "Bottom-Water S (PSS-78)" in rep.to_markdown() and "g/kg" not in rep.to_markdown()
+    assert rep.set_metrics.diversity_soce.attrs["units"] == "1"
+    assert rep.metrics.BWbox_soce.attrs["units"] == "1" and rep.eos == "eos80-poly"

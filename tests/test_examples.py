@@ -22,10 +22,11 @@ import xoceandiff
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, cwd: Path) -> str:
+def run_example(name: str, cwd: Path, *args: str) -> str:
     env = dict(os.environ, XOCEANDIFF_EXAMPLE_TINY="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py")], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"{name}.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
@@ -40,7 +41,7 @@ def number_after(label: str, text: str) -> float:
 def test_every_example_is_tested_and_documented():
     names = {path.stem for path in EXAMPLES.glob("*.py")}
     tested = {"open_nemo_files", "train_model", "sample_with_constraints", "dask_cluster", "restarts",
-              "diagnostics_report"}
+              "diagnostics_report", "gyre_run"}
     assert names == tested
     for name in names:
         tree = ast.parse((EXAMPLES / f"{name}.py").read_text())
@@ -131,3 +132,13 @@ def test_diagnostics_report(tmp_path):
     assert "Density errors" in (folder / "report" / "table.md").read_text()
     assert "5 figures:" in out
     assert len(list((folder / "figures").glob("*.png"))) == 5
+
+
+def test_gyre_run(tmp_path):
+    fixture = Path(__file__).resolve().parent / "data" / "gyre"
+    out = run_example("gyre_run", tmp_path, str(fixture))
+    assert "soce is sea_water_practical_salinity (units '1'), toce is sea_water_potential_temperature" in out
+    assert "the card: salinity practical, grid (31, 22, 32)" in out
+    assert "density errors with eos='eos80-poly'" in out
+    assert "check_restart problems: 0" in out
+    assert len(list((tmp_path / "example_outputs" / "gyre" / "restarts").glob("restart_s*.nc"))) == 2

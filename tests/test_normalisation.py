@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import dask
 import dask.array as dsa
@@ -261,16 +262,25 @@ def test_scheme_numbers(pooled_stats):
     assert Normaliser.from_statistics(s, scheme="2.5-std").scale["ssh"][0] == pytest.approx(2.5 * float(s.ssh_std))
 
 
-def test_zero_spread_warns_and_stays_finite(ds):
+def test_a_constant_level_borrows_its_nearest_levels_scale(ds):
+    """A level constant over the records is data, not an error: no warning, the neighbours' scale, values 0."""
     flat = ds.assign(toce=xr.where(ds.z_c == 3, np.float32(12.0), ds.toce).where(ds.tmask))
     stats = statistics(flat).compute()
     for scheme in ("3-std", "min-max"):
-        with pytest.warns(UserWarning, match=r"toce level 3: zero spread"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
             norm = Normaliser.from_statistics(stats, scheme=scheme)
-        assert norm.scale["toce"][3] == 1.0
+        # levels 2 and 4 are equally near: the smaller of their scales
+        assert norm.scale["toce"][3] == min(norm.scale["toce"][2], norm.scale["toce"][4])
         normed = normalise(flat, norm).toce.isel(z_c=3).values
-        assert np.all(np.isfinite(normed[~np.isnan(normed)]))
         assert np.nanmax(np.abs(normed)) == 0.0
+
+
+def test_a_field_without_any_spread_warns_and_stays_finite(ds):
+    constant = ds.assign(toce=(ds.toce * 0 + 12.0))
+    with pytest.warns(UserWarning, match=r"toce level 0, 1, .*: zero spread"):
+        norm = Normaliser.from_statistics(statistics(constant, fields=["toce"]), scheme="3-std")
+    assert norm.scale["toce"][0] == 1.0
     constant_ssh = ds.assign(ssh=(ds.ssh * 0 + 1.5))
     with pytest.warns(UserWarning, match=r"ssh: zero spread"):
         Normaliser.from_statistics(statistics(constant_ssh, fields=["ssh"]), scheme="global-min-max")

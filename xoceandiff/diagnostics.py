@@ -63,6 +63,7 @@ from .canonical import (
     grid_variable,
     ocean_mask,
     record_dim,
+    salinity_kind,
     stamp_history,
 )
 from .conventions import FIELDS
@@ -72,6 +73,7 @@ from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 __all__ = [
     "Metric",
     "METRICS",
+    "metrics_for",
     "SCALAR_METRICS",
     "SET_METRICS",
     "SPATIAL_DIMS",
@@ -155,6 +157,26 @@ METRICS: Mapping[str, Metric] = MappingProxyType(
     }
 )
 """Every metric of this module by variable name: label, display units and CF units (:class:`Metric`)."""
+
+_PRACTICAL_SALINITY_UNITS = ("PSS-78", "1")  # display, CF: practical salinity is dimensionless
+
+
+def metrics_for(salinity: str = "absolute") -> Mapping[str, Metric]:
+    """:data:`METRICS` for data of salinity kind ``salinity``: practical salinity has no units (PSS-78, CF "1").
+
+    Examples
+    --------
+    >>> metrics_for("practical")["BWbox_soce"].heading, metrics_for("practical")["BWbox_soce"].cf_units
+    ('Bottom-Water S (PSS-78)', '1')
+    >>> metrics_for("absolute")["BWbox_soce"] is METRICS["BWbox_soce"]
+    True
+    """
+    if salinity == "absolute":
+        return METRICS
+    display, cf = _PRACTICAL_SALINITY_UNITS
+    return MappingProxyType(
+        {name: Metric(m.name, m.label, display, cf) if m.cf_units == _S_UNITS else m for name, m in METRICS.items()}
+    )
 
 SCALAR_METRICS: tuple[str, ...] = (
     "check_density",
@@ -501,7 +523,7 @@ def box_means(ds: xr.Dataset, *, depth_box: float = 1500.0) -> xr.Dataset:
         weights = volume.where(boxes[box], 0.0)
         for name, label in (("toce", "temperature"), ("soce", "salinity")):
             mean = _weighted_mean(_field(ds, name), weights, SPATIAL_DIMS)
-            metric = METRICS[f"{box}_{name}"]
+            metric = metrics_for(salinity_kind(ds))[f"{box}_{name}"]
             mean.attrs = {"long_name": f"Mean {label} of the {words}, volume-weighted", "units": metric.cf_units}
             out[metric.name] = mean
     return _with_record_coord(xr.Dataset(out, attrs={"depth_box": boxes.depth_box}), ds, rdim)
@@ -533,7 +555,7 @@ def horizontal_mean_profiles(ds: xr.Dataset) -> xr.Dataset:
     out = {}
     for name, label in (("toce", "temperature"), ("soce", "salinity")):
         profile = _weighted_mean(_field(ds, name), weights, HORIZONTAL_DIMS).transpose(rdim, Z)
-        metric = METRICS[f"{name}_profile"]
+        metric = metrics_for(salinity_kind(ds))[f"{name}_profile"]
         profile.attrs = {
             "long_name": f"Horizontal mean {label} per level, area-weighted over ocean",
             "units": metric.cf_units,
@@ -616,7 +638,7 @@ def surface_means(ds: xr.Dataset) -> xr.Dataset:
     out = {}
     for name, label in (("toce", "temperature"), ("soce", "salinity")):
         mean = _weighted_mean(_field(ds, name).isel({Z: 0}, drop=True), weights, HORIZONTAL_DIMS)
-        metric = METRICS[f"surface_{name}"]
+        metric = metrics_for(salinity_kind(ds))[f"surface_{name}"]
         mean.attrs = {"long_name": f"Mean surface {label}, area-weighted", "units": metric.cf_units}
         out[metric.name] = mean
     if "ssh" in ds.variables:
@@ -803,7 +825,7 @@ def diversity(ds: xr.Dataset, *, fields: Sequence[str] = ("toce", "soce", "ssh")
             "long_name": f"Mean pairwise RMS distance between members ({name}), "
             + ("volume" if Z in dims else "area")
             + "-weighted over ocean cells",
-            "units": METRICS[f"diversity_{name}"].cf_units,
+            "units": metrics_for(salinity_kind(ds))[f"diversity_{name}"].cf_units,
         }
         out[f"diversity_{name}"] = mean
     return xr.Dataset(out, attrs={"n_records": n})
@@ -872,7 +894,7 @@ def profile_distance(
         rms.attrs = {
             "long_name": f"RMS difference of the set-mean horizontal-mean {name} profiles "
             f"({vertical_weight}-weighted over wet levels)",
-            "units": METRICS[f"profile_distance_{name}"].cf_units,
+            "units": metrics_for(salinity_kind(reference))[f"profile_distance_{name}"].cf_units,
         }
         out[f"profile_distance_{name}"] = rms
     return xr.Dataset(out, attrs={"vertical_weight": vertical_weight})

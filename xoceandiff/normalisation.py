@@ -398,6 +398,15 @@ def _warn_zero_spread(name: str, levels: Sequence[int] | None, what: str) -> Non
     )
 
 
+def _nearest_scale(scale: np.ndarray, varying: np.ndarray) -> np.ndarray:
+    """For every level, the scale of the nearest level with spread (the smaller one on a tie)."""
+    candidates = np.flatnonzero(varying)
+    distance = np.abs(np.arange(scale.size)[:, None] - candidates[None, :]).astype(np.float64)
+    # ties go to the smaller scale: add a tie-breaker below one level of distance
+    ranked = distance + 0.5 * (scale[candidates] / scale[candidates].max())[None, :]
+    return scale[candidates[np.argmin(ranked, axis=1)]]
+
+
 @dataclass(frozen=True)
 class Normaliser:
     """Per-field, per-level affine normalisation: ``normalised = (x - offset) / scale``.
@@ -575,11 +584,14 @@ class Normaliser:
                 scale = np.full(mean.shape, (gmax - gmin) / 2)
                 what = "max = min over all levels"
             flat = wet & ~(scale > 0)
-            if flat.any():
-                if kind == "global-min-max":
-                    _warn_zero_spread(name, None, what)
-                else:
-                    _warn_zero_spread(name, list(levels[flat]) if three_d else None, what)
+            varying = wet & (scale > 0)
+            if flat.any() and (kind == "global-min-max" or not varying.any()):
+                _warn_zero_spread(name, list(levels[flat]) if three_d and kind != "global-min-max" else None, what)
+            elif flat.any():
+                # A level constant over the records (the deepest levels of a spun-up run) is real data, not
+                # an error: it borrows the scale of its nearest varying level, so that a model's small
+                # normalised error stays small in physical units there too.
+                scale = np.where(flat, _nearest_scale(scale, varying), scale)
             offset = np.where(wet, offset, 0.0)
             scale = np.where(wet & (scale > 0), scale, 1.0)
             offsets[name] = tuple(offset.tolist())

@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .atomic import atomic_path
-from .canonical import HORIZONTAL_DIMS, X, Z, ocean_mask, record_dim
+from .canonical import HORIZONTAL_DIMS, X, Z, ocean_mask, record_dim, salinity_kind
 from .diagnostics import (
     METRICS,
     SCALAR_METRICS,
@@ -29,6 +29,7 @@ from .diagnostics import (
     dataset_eos,
     diagnostics,
     horizontal_mean_profiles,
+    metrics_for,
     record_labels,
     surface_field,
     unstable_column_counts,
@@ -166,6 +167,8 @@ def plot_surface_maps(
     axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True)
     for r, f in enumerate(fields):
         title, units, cmap = _FIELD_STYLE.get(f, (f, "", "viridis"))
+        if f == "soce":  # practical salinity (EOS-80 runs) has no units
+            units = metrics_for(salinity_kind(next(iter(sets.values()))))["surface_soce"].units
         stack = np.concatenate([np.ravel(v[f].values) for v in values])
         vmin, vmax = np.nanpercentile(stack, [1, 99])
         extend = "both"
@@ -349,6 +352,12 @@ def plot_profiles(sets: Mapping[str, xr.Dataset]) -> Figure:
     return fig
 
 
+def _heading(metric: str, values: Mapping[str, xr.Dataset]) -> str:
+    """Axis label of ``metric``, in the units its values carry (practical salinity: PSS-78)."""
+    units = next((v[metric].attrs.get("units") for v in values.values() if metric in v), None)
+    return metrics_for("practical" if units == "1" and metric.endswith("soce") else "absolute")[metric].heading
+
+
 def plot_metric_histograms(metrics: Mapping[str, xr.Dataset]) -> Figure:
     """Histograms of each per-record scalar metric, one colour per set.
 
@@ -394,7 +403,7 @@ def plot_metric_histograms(metrics: Mapping[str, xr.Dataset]) -> Figure:
         for s, a in arrays.items():
             ax.hist(a[np.isfinite(a)], bins=bins, color=colors[s], alpha=0.5, label=s,
                     histtype="stepfilled", edgecolor=colors[s])
-        ax.set_xlabel(METRICS[metric].heading)
+        ax.set_xlabel(_heading(metric, values))
         ax.set_ylabel("Records")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import dask
 import numpy as np
@@ -28,14 +29,15 @@ import pandas as pd
 import xarray as xr
 
 from .atomic import atomic_path
+from .canonical import salinity_kind
 from .diagnostics import (
-    METRICS,
     SCALAR_METRICS,
     SET_METRICS,
     EosName,
     dataset_eos,
     diagnostics,
     diversity,
+    metrics_for,
     profile_distance,
     record_dim,
     record_labels,
@@ -98,6 +100,12 @@ class Report:
     depth_box: float = 1500.0
     decimals: int | Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_DECIMALS))
     paths: dict[str, Path] = field(default_factory=dict)
+    salinity: str = "absolute"
+
+    @property
+    def table_metrics(self) -> Mapping[str, Any]:
+        """Labels and units of the metrics for the reference's salinity kind (:func:`~xoceandiff.diagnostics.metrics_for`)."""
+        return metrics_for(self.salinity)
 
     # -- summaries --------------------------------------------------------------------------------
 
@@ -177,7 +185,7 @@ class Report:
         columns = {_COUNT: self._counts()}
         for metric in TABLE_COLUMNS:
             means, stds = summary[f"{metric}_mean"].values, summary[f"{metric}_std"].values
-            columns[METRICS[metric].heading] = [
+            columns[self.table_metrics[metric].heading] = [
                 cell(metric, float(m), float(s)) for m, s in zip(means, stds, strict=True)
             ]
         frame = pd.DataFrame(columns, index=pd.Index(self.sources))
@@ -193,7 +201,7 @@ class Report:
                 if metric in self.set_metrics
                 else [math.nan] * len(self.sources)
             )
-            columns[METRICS[metric].heading] = [cell(float(v)) for v in values]
+            columns[self.table_metrics[metric].heading] = [cell(float(v)) for v in values]
         frame = pd.DataFrame(columns, index=pd.Index(self.sources))
         if headers is not None:
             frame.columns = headers
@@ -246,13 +254,14 @@ class Report:
             return "--" if not math.isfinite(value) else f"{value:.4g}"
 
         # two header rows: the box ("Bottom-Water") over the quantity and units ("S (g/kg)")
-        groups = [METRICS[m].label.rsplit(" ", 1) for m in TABLE_COLUMNS]  # "Bottom-Water", "S"
+        table = self.table_metrics
+        groups = [table[m].label.rsplit(" ", 1) for m in TABLE_COLUMNS]  # "Bottom-Water", "S"
         paper_headers = pd.MultiIndex.from_tuples(
             [("", "$n$")]
-            + [(group, _tex_heading(quantity, METRICS[m].units)) for (group, quantity), m in zip(groups, TABLE_COLUMNS, strict=True)]
+            + [(group, _tex_heading(quantity, table[m].units)) for (group, quantity), m in zip(groups, TABLE_COLUMNS, strict=True)]
         )
         paper = self._paper_cells(tex_cell, paper_headers)
-        set_headers = ["$n$"] + [_tex_heading(METRICS[m].label, METRICS[m].units) for m in SET_COLUMNS]
+        set_headers = ["$n$"] + [_tex_heading(table[m].label, table[m].units) for m in SET_COLUMNS]
         sets = self._set_cells(tex_cell, set_headers)
         set_caption = (
             "Diversity (mean pairwise RMS distance between members) and RMS distance of the set-mean "
@@ -476,7 +485,8 @@ def report(
             table[key].append(float(value) if value is not None else float("nan"))
     set_metrics = xr.Dataset({key: (_SET, values) for key, values in table.items()}, coords={_SET: list(sets)})
     for key in SET_COLUMNS:
-        set_metrics[key].attrs = {"long_name": METRICS[key].label, "units": METRICS[key].cf_units}
+        metric = metrics_for(salinity_kind(reference))[key]
+        set_metrics[key].attrs = {"long_name": metric.label, "units": metric.cf_units}
     set_metrics["n_records"] = set_metrics["n_records"].astype(np.int64)
     set_metrics["n_records"].attrs = {"long_name": "Number of records in the set"}
 
@@ -486,6 +496,7 @@ def report(
         sources=tuple(sets),
         eos=eos,
         depth_box=float(depth_box),
+        salinity=salinity_kind(reference),
         decimals=dict(DEFAULT_DECIMALS) if decimals is None else decimals,
     )
     if out is not None:

@@ -26,7 +26,15 @@ import numpy as np
 import xarray as xr
 
 from .atomic import atomic_path, refuse_existing
-from .canonical import SPATIAL_DIMS, TIME_DIM, field_dims, record_dim, stamp_history
+from .canonical import (
+    SPATIAL_DIMS,
+    TIME_DIM,
+    field_attrs,
+    field_dims,
+    record_dim,
+    salinity_kind,
+    stamp_history,
+)
 from .dynamics import GRAVITY, OMEGA, RHO0, thermal_wind
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 from .ranks import RankPiece, cut_piece, rank_piece_name, split_ranks
@@ -497,6 +505,11 @@ def _restart_dataset(fields: _StateFields, mesh: MeshInfo, options: RestartOptio
             out[name] = (RESTART_DIMS_2D, np.ascontiguousarray(fields2d[name], dtype=np.float64)[None])
         else:
             out[name] = ((), np.float64(scalars[name]))
+    kind = attrs.get("salinity", "absolute")
+    for names, field in ((("tn", "tb"), "toce"), (("sn", "sb"), "soce"), (("sshn", "sshb"), "ssh")):
+        for name in names:
+            if name in out:
+                out[name].attrs = field_attrs(field, kind)
     nav = _mesh_variables(mesh)
     out = out.assign(nav_lon=nav["nav_lon"], nav_lat=nav["nav_lat"])
     seconds = np.array([options.kt * options.rdt], dtype=np.float64)
@@ -515,6 +528,8 @@ def _restart_attrs(samples: xr.Dataset, fields: _StateFields, options: RestartOp
         "xoceandiff_state": fields.label,
         "nemo_version": options.nemo_version,
         "velocities": options.velocity_mode,
+        # NEMO reads the values as they are: say which salinity (and temperature) they are
+        "salinity": salinity_kind(samples),
     }
     return stamp_history(attrs, f"xoceandiff {version}: restart written by xoceandiff.restart.to_restart")
 
