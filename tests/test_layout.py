@@ -256,25 +256,3 @@ def test_fingerprint(raw1, small):
     moved = small.assign_coords(tmask=(("z_c", "y_c", "x_c"), tmask))
     with pytest.raises(GridMismatchError, match=r"same shape .*\(36, 51, 17\).*masks \(tmask\) differ"):
         check_fingerprint(grid_fingerprint(small), moved)
-
-
-def test_dropped_levels_are_interpolated_in_physical_units():
-    """A dropped level between kept ones gets the depth-linear mix of their *physical* values.
-
-    Oracle: numpy interpolation of offset + scale * x at the kept levels. The level's own scale is made
-    1000 times its neighbours' (as for a level that is constant in time): interpolating normalised values
-    and applying that scale would put it far outside both neighbours.
-    """
-    ds = xoceandiff.datasets.dino(n=2, resolution=4.0)
-    layout = Layout.from_dataset(ds)  # every other level: 0, 2, 4, ...
-    norm = Normaliser.from_statistics(statistics(ds), scheme="3-std")
-    scale = list(norm.scale["soce"])
-    scale[1] = 1000 * scale[1]
-    norm = Normaliser(scheme=norm.scheme, offset=norm.offset, scale={**norm.scale, "soce": tuple(scale)})
-    x = np.full((1, layout.channels, *layout.shape), 0.5, dtype=np.float32)
-    out = from_tensor(x, layout, ds, normaliser=norm)
-    off, sc, depth = np.asarray(norm.offset["soce"]), np.asarray(norm.scale["soce"]), np.asarray(layout.depths)
-    above, below = off[0] + 0.5 * sc[0], off[2] + 0.5 * sc[2]
-    expected = above + (depth[1] - depth[0]) / (depth[2] - depth[0]) * (below - above)
-    ocean = ds.tmask.values[1] & ds.tmask.values[2]
-    np.testing.assert_allclose(out.soce.values[0, 1][ocean], expected, rtol=0, atol=2e-5)

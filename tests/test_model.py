@@ -18,6 +18,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from xoceandiff import model as model_module
+from xoceandiff.checkpoint import checkpoint_sha256
 from xoceandiff.errors import CheckpointError, InvalidDataError, OutputExistsError
 from xoceandiff.model import (
     CONFIG_FILE,
@@ -163,7 +164,12 @@ def test_save_load_is_bit_identical(tiny, x, tmp_path):
     # The recorded hash and size are those of the file on disk, computed independently here.
     digest = hashlib.sha256((target / WEIGHTS_FILE).read_bytes()).hexdigest()
     document = json.loads((target / CONFIG_FILE).read_text())
-    assert document["weights"]["sha256"] == digest == again.checkpoint_hash == tiny.checkpoint_hash
+    assert document["weights"]["sha256"] == digest
+    # the checkpoint's hash covers the config (with the weights' hash in it), computed here from its definition
+    body = json.dumps({k: v for k, v in document.items() if k != "checkpoint_sha256"}, sort_keys=True,
+                      separators=(",", ":"))
+    whole = hashlib.sha256(body.encode()).hexdigest()
+    assert document["checkpoint_sha256"] == whole == again.checkpoint_hash == tiny.checkpoint_hash
     assert document["weights"]["size"] == (target / WEIGHTS_FILE).stat().st_size
     assert document["format_version"] == model_module.FORMAT_VERSION
     assert isinstance(document["xoceandiff_version"], str) and document["xoceandiff_version"]
@@ -242,8 +248,19 @@ def test_missing_and_unexpected_tensors_are_listed(tiny, tmp_path):
     document = json.loads((target / CONFIG_FILE).read_text())
     data = (target / WEIGHTS_FILE).read_bytes()
     document["weights"].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    document["checkpoint_sha256"] = checkpoint_sha256(document)
     (target / CONFIG_FILE).write_text(json.dumps(document))
     with pytest.raises(CheckpointError, match=r"missing \['conv_in.weight'\].*\['extra.bias'\]"):
+        load_model(target)
+
+
+def test_an_edited_config_is_refused(tiny, tmp_path):
+    """One hash over config and weights: an edited normalisation scale no longer loads silently."""
+    target = tiny.save(tmp_path / "ckpt")
+    document = json.loads((target / CONFIG_FILE).read_text())
+    document["metadata"]["normalisation"]["std"] = [0.5, None]
+    (target / CONFIG_FILE).write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="was modified after it was written"):
         load_model(target)
 
 

@@ -217,3 +217,17 @@ def test_dpm_x0_clip_is_the_same_whatever_the_network_predicts(prediction_type):
             "v_prediction": lambda o: a.sqrt() * y - (1 - a).sqrt() * o}[prediction_type](clipped)
     assert (x0.abs() > 5).any()
     torch.testing.assert_close(back, x0.clamp(-5, 5), rtol=0, atol=1e-4)
+
+
+def test_non_finite_samples_are_refused_and_their_source_named(data, model):
+    def poison(x, t, ctx):  # a user constraint that breaks at one step
+        return torch.where(torch.as_tensor(int(t) < 400), x * float("nan"), x)
+
+    with pytest.raises(InvalidDataError, match=r"samples \[0\]: non-finite .*toce\[0\]: \d+.*"
+                                               r"first produced by the constraint 'poison' at step \d+"):
+        data.oceandiff.sample(1, [poison], model=model, steps=4, progress=False)
+    broken = prepare_model(data, "tiny")
+    with torch.no_grad():
+        next(broken.net.parameters()).fill_(float("inf"))
+    with pytest.raises(InvalidDataError, match="first produced by the denoiser at step"):
+        data.oceandiff.sample(1, model=broken, steps=2, progress=False)

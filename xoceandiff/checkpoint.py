@@ -52,13 +52,16 @@ __all__ = [
     "write_training_state",
     "read_training_state",
     "sha256_of",
+    "checkpoint_sha256",
 ]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_NAME = "xoceandiff-denoiser"
-FORMAT_VERSION = 1
-"""Bumped when config.json changes incompatibly; a reader refuses versions newer than its own."""
+FORMAT_VERSION = 2
+"""Bumped when config.json changes incompatibly; a reader refuses versions newer than its own.
+
+Version 2 adds ``checkpoint_sha256``: one hash over the whole checkpoint (config and weights)."""
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -135,7 +138,7 @@ def write_model_files(
     metadata: Mapping[str, Any],
     overwrite: bool = False,
 ) -> tuple[Path, str]:
-    """Write a model checkpoint folder atomically; return its absolute path and the weights' sha256.
+    """Write a model checkpoint folder atomically; return its absolute path and its :func:`checkpoint_sha256`.
 
     Raises
     ------
@@ -166,11 +169,31 @@ def write_model_files(
         _fsync(weights)
         digest = sha256_of(weights)
         document["weights"] = {"file": WEIGHTS_FILE, "sha256": digest, "size": weights.stat().st_size}
+        digest = document["checkpoint_sha256"] = checkpoint_sha256(document)
         with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as stream:
             stream.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
     return path, digest
+
+
+def checkpoint_sha256(document: Mapping[str, Any]) -> str:
+    """One sha256 over the whole checkpoint: its config (canonical JSON) including the weights' sha256.
+
+    The entry ``checkpoint_sha256`` itself is left out, so the config can carry its own hash. Editing any
+    entry of config.json (a normalisation scale, the layout) or any byte of the weights changes it.
+
+    Examples
+    --------
+    >>> a = checkpoint_sha256({"weights": {"sha256": "00"}, "metadata": {"x": 1}})
+    >>> a == checkpoint_sha256({"metadata": {"x": 1}, "weights": {"sha256": "00"}, "checkpoint_sha256": "ab"})
+    True
+    >>> a == checkpoint_sha256({"weights": {"sha256": "00"}, "metadata": {"x": 2}})
+    False
+    """
+    body = {key: value for key, value in document.items() if key != "checkpoint_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _read_config(file: Path) -> dict[str, Any]:
@@ -200,6 +223,15 @@ def _read_config(file: Path) -> dict[str, Any]:
     weights = document["weights"]
     if not isinstance(weights, dict) or not {"sha256", "size"} <= set(weights):
         raise CheckpointError(f"{file}: 'weights' must record the sha256 and size of the weights")
+    if version >= 2:
+        recorded = document.get("checkpoint_sha256")
+        found = checkpoint_sha256(document)
+        if recorded != found:
+            raise CheckpointError(
+                f"{file} was modified after it was written: its checkpoint_sha256 is {recorded}, its content "
+                f"hashes to {found}. An edited config.json (a normalisation scale, the layout) would give wrong "
+                "states; restore the file, or retrain."
+            )
     return document
 
 
@@ -229,10 +261,12 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_model_files(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
-    """The config document, the tensors (on the CPU) and the weights' sha256 of checkpoint folder ``path``.
+    """The config document, the tensors (on the CPU) and the checkpoint's sha256 of checkpoint folder ``path``.
 
-    The weights' byte size and sha256 are checked against ``config.json`` before they are read, and they
-    are read with ``safetensors.torch.load_file`` only: nothing is unpickled.
+    The config is checked against its own ``checkpoint_sha256`` (one hash over config and weights), the
+    weights' byte size and sha256 against the config before they are read, and they are read with
+    ``safetensors.torch.load_file`` only: nothing is unpickled. Checkpoints of format 1 (before the whole
+    hash) give the weights' sha256.
 
     Raises
     ------
@@ -242,6 +276,8 @@ def read_model_files(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     document = read_model_config(path)
     weights = Path(os.path.abspath(os.fspath(path))) / WEIGHTS_FILE
     digest = _verify_weights(weights, document["weights"])
+    if document["format_version"] >= 2:
+        digest = document["checkpoint_sha256"]  # checked against the config by read_model_config
     try:
         tensors = safetensors.torch.load_file(str(weights), device="cpu")
     except (safetensors.SafetensorError, OSError) as error:

@@ -27,6 +27,7 @@ __all__ = [
     "PlausibleRange",
     "PLAUSIBLE_RANGES",
     "CALENDARS",
+    "CONSTRAINT_NAMES",
 ]
 
 
@@ -264,4 +265,16 @@ GRID_DIMS: frozenset[str] = frozenset(n for n, attrs in GRID_ATTRS.items() if at
 PAPER_REFERENCE = (
     "Meunier, Kamm, Gachon, Lguensat and Deshayes (2025): Learning to generate physical ocean "
     "states: towards hybrid climate modeling. arXiv:2502.02499"
+)
+
+# The names of the constraint registry and its combinations (xoceandiff.constraints.CONSTRAINTS and
+# ALIASES), as data: the command line checks --constraints against them without importing torch.
+# tests/test_reliability_cli.py checks that both lists agree.
+CONSTRAINT_NAMES: tuple[str, ...] = (
+    "zero_mean",
+    "gradient_zero_mean",
+    "border_zero",
+    "border_zero_gradient",
+    "stable_stratification",
+    "border_zero_gradient_zero_mean",
 )

@@ -19,15 +19,19 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .atomic import refuse_existing
 from .canonical import ocean_mask
 from .conventions import FIELDS
 
 if TYPE_CHECKING:
     from .report import Report
 
-__all__ = ["run_demo", "quality_checks", "DEMO_CONSTRAINTS", "DEMO_SAMPLER", "DEMO_STEPS"]
+__all__ = ["run_demo", "quality_checks", "DEMO_CONSTRAINTS", "DEMO_SAMPLER", "DEMO_STEPS", "DEMO_MIN_SAMPLES"]
 
 DEMO_CONSTRAINTS = ("zero_mean", "border_zero_gradient")
+DEMO_MIN_SAMPLES = 2  # the diversity check compares samples: one is not enough
+DEMO_OUTPUTS = ("samples_unconstrained.nc", "samples_constrained.nc", "samples_stable.nc", "restarts", "report",
+                "figures")
 DEMO_SAMPLER = "ddim"
 DEMO_STEPS = 50
 DATA_SNAPSHOTS = 200  # the bundled model's training set (see its config.json)
@@ -95,6 +99,33 @@ def quality_checks(rep: Report, name: str, samples: xr.Dataset) -> list[tuple[st
     return checks
 
 
+def _check_demo_arguments(out: Path, n: int, sampler: str, steps: int, seed: int, overwrite: bool) -> None:
+    """Everything the demo needs from its arguments, checked in milliseconds before any work."""
+    from .errors import InvalidDataError
+    from .sampling import SAMPLERS
+
+    def integer(value: object, minimum: int) -> bool:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= minimum
+
+    if not integer(n, DEMO_MIN_SAMPLES):
+        raise InvalidDataError(f"n: expected an integer >= {DEMO_MIN_SAMPLES} (the diversity check compares "
+                               f"samples), found {n!r}; pass n={DEMO_MIN_SAMPLES} or more (--n on the command line).")
+    if sampler not in SAMPLERS:
+        raise InvalidDataError(f"sampler: expected one of {sorted(SAMPLERS)}, found {sampler!r}.")
+    if not integer(steps, 1):
+        raise InvalidDataError(f"steps: expected a positive integer, found {steps!r}.")
+    if not integer(seed, 0):
+        raise InvalidDataError(f"seed: expected an integer >= 0, found {seed!r}.")
+    if out.exists() and not out.is_dir():
+        raise InvalidDataError(f"out: expected a folder, found the file {str(out)!r}; choose a folder.")
+    if not overwrite:
+        for name in DEMO_OUTPUTS:
+            path = out / name
+            if path.is_dir() and not any(path.iterdir()):
+                continue  # an empty folder holds nothing to lose
+            refuse_existing(path, overwrite)
+
+
 def run_demo(
     out: str | os.PathLike = "xoceandiff-demo",
     n: int = 8,
@@ -105,17 +136,48 @@ def run_demo(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Run the demo; returns the paths it wrote."""
+    """Run the demo; returns the paths it wrote.
+
+    Parameters
+    ----------
+    out : path
+        Output folder (created when the first file is written).
+    n : int
+        Samples per setting, at least :data:`DEMO_MIN_SAMPLES` (the diversity check compares samples).
+    sampler : str, optional
+        ``ddpm``, ``ddim`` or ``dpm`` (default :data:`DEMO_SAMPLER`).
+    steps : int, optional
+        Sampling steps (default :data:`DEMO_STEPS`, 1000 for ``ddpm``).
+    seed : int
+        Sample ``i`` uses the random stream ``(seed, i)``; at least 0.
+    progress : bool
+        Show progress bars.
+    overwrite : bool
+        Replace the outputs of a previous demo in ``out``.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        The sample files, and the restart, report and figure folders.
+
+    Raises
+    ------
+    xoceandiff.errors.InvalidDataError
+        An argument out of range; raised before any work.
+    xoceandiff.errors.OutputExistsError
+        A previous demo's output is in ``out`` and ``overwrite`` is False; raised before any work.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    sampler = sampler or DEMO_SAMPLER
+    steps = steps if steps is not None else (DEMO_STEPS if sampler != "ddpm" else 1000)
+    _check_demo_arguments(out, n, sampler, steps, seed, overwrite)  # in milliseconds, before anything heavy
+
     import xoceandiff
     from xoceandiff.plotting import plot_all
     from xoceandiff.pretrained import BUNDLED_RESOLUTION, bundled_model
     from xoceandiff.report import report
 
-    start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    sampler = sampler or DEMO_SAMPLER
-    steps = steps or (DEMO_STEPS if sampler != "ddpm" else 1000)
     model = bundled_model()
     training = model.card.training if model.card is not None else {}
     print(f"bundled model: '{model.config['preset']}' preset, {model.n_parameters / 1e6:.2f} M parameters, "

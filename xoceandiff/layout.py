@@ -514,26 +514,6 @@ def _levels_back(kept: np.ndarray, layout: Layout, wet: np.ndarray) -> np.ndarra
     return out
 
 
-def _all_levels(kept: np.ndarray, layout: Layout, mask: np.ndarray, normaliser: Normaliser | None,
-                name: str) -> np.ndarray:
-    """Every level of a field from its kept (normalised) levels, still normalised.
-
-    With a normaliser, the interpolation runs on physical values: each level has its own offset and scale,
-    so interpolating normalised values between two levels and then applying a third level's scale would
-    turn a small normalised difference into a large physical one where the scales differ (a level that is
-    nearly constant in time next to one that is not).
-    """
-    wet = mask[list(layout.levels)]
-    if normaliser is None:
-        return _levels_back(kept, layout, wet)
-    offset = np.asarray(normaliser.offset[name], dtype=np.float64)[None, :, None, None]
-    scale = np.asarray(normaliser.scale[name], dtype=np.float64)[None, :, None, None]
-    levels = list(layout.levels)
-    physical = kept.astype(np.float64) * scale[:, levels] + offset[:, levels]
-    full = _levels_back(physical, layout, wet)
-    return ((full - offset) / scale).astype(kept.dtype)
-
-
 def from_tensor(
     tensor: torch.Tensor | np.ndarray,
     layout: Layout,
@@ -614,7 +594,7 @@ def from_tensor(
     for name, channels in layout.channel_slices.items():
         values = plane[:, channels]
         if layout.three_dimensional(name):
-            values = _all_levels(values, layout, mask, None if normaliser is None else normaliser, name)
+            values = _levels_back(values, layout, mask[list(layout.levels)])
             values = np.where(mask[None], values, np.nan).astype(values.dtype)
         else:
             values = np.where(mask[0][None], values[:, 0], np.nan).astype(values.dtype)

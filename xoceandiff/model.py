@@ -137,7 +137,8 @@ class Denoiser(torch.nn.Module):
     checkpoint_path : pathlib.Path or None
         Absolute path of the checkpoint this model was last saved to or loaded from.
     checkpoint_hash : str or None
-        sha256 (hex) of that checkpoint's weights file.
+        sha256 (hex) of that checkpoint as a whole (config and weights, see
+        :func:`xoceandiff.checkpoint.checkpoint_sha256`).
     card : ModelCard or None
         What the model is for (layout, normaliser, grid, training facts): set when the model is prepared
         for a dataset (:func:`xoceandiff.training.prepare_model`) or loaded; None for a bare network.

@@ -552,8 +552,41 @@ def set_cf_attributes(ds: xr.Dataset, periodic_x: bool) -> xr.Dataset:
     return ds
 
 
+_GRID_MARKERS = ("tmask", "top_level", "bottom_level", "e1t", "glamt")
+"""Variables of which a mesh_mask.nc or domain_cfg.nc holds at least one (a data file holds none)."""
+
+
+def _check_grid_files(mesh_files: list[Path]) -> None:
+    """Each file opens as NetCDF and holds grid variables: a clear error for garbage or a data file."""
+    for path in mesh_files:
+        try:
+            with xr.open_dataset(path, decode_times=False) as raw:
+                names = list(raw.variables)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise InvalidDataError(
+                f"mesh_mask/domain_cfg {str(path)!r}: not a readable NetCDF file ({' '.join(str(err).split('. ')[0].split())[:300]}). "
+                "Pass the mesh_mask.nc or domain_cfg.nc written by NEMO for this configuration."
+            ) from err
+        if not any(name in names for name in _GRID_MARKERS):
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise MissingVariableError(
+                f"mesh_mask/domain_cfg {str(path)!r}: expected grid variables (tmask or top_level/bottom_level, "
+                f"e1t, glamt, ...), found only {shown}: it looks like a data file. Pass the mesh_mask.nc or "
+                "domain_cfg.nc written by NEMO for this configuration (the data files go to open_nemo)."
+            )
+
+
 def open_grid(mesh_mask: PathLike | Iterable[PathLike]) -> xr.Dataset:
     """The canonical grid (coordinates only, no fields) of a ``mesh_mask.nc`` or ``domain_cfg.nc``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file does not exist.
+    xoceandiff.errors.InvalidDataError
+        A file is not NetCDF, or its land-sea mask has no ocean cell.
+    xoceandiff.errors.MissingVariableError
+        A file holds no grid variable (a data file given for the grid), or misses one the grid needs.
 
     Examples
     --------
@@ -564,8 +597,14 @@ def open_grid(mesh_mask: PathLike | Iterable[PathLike]) -> xr.Dataset:
     (753, 1)
     """
     mesh_files = _as_file_list(mesh_mask, "mesh_mask/domain_cfg")
+    _check_grid_files(mesh_files)
     domcfg = xnemogcm.open_domain_cfg(files=[str(p) for p in mesh_files])
     out = xr.Dataset(coords=_grid_coordinates(domcfg))
+    if not bool(out.tmask.any()):
+        raise InvalidDataError(
+            f"mesh_mask/domain_cfg {str(mesh_files[0])!r}: tmask has no ocean cell (all land). Pass the "
+            "mesh_mask.nc or domain_cfg.nc of the configuration, with its land-sea mask."
+        )
     for dim in sorted(GRID_DIMS):
         if dim in domcfg.coords:
             out = out.assign_coords({dim: domcfg[dim].variable})
@@ -754,6 +793,7 @@ def open_nemo(
     mesh_files = _as_file_list(mesh_mask, "mesh_mask/domain_cfg") if mesh_mask is not None else _find_mesh_mask(data_files)
     chunks = dict(chunks) if chunks is not None else {}
 
+    _check_grid_files(mesh_files)
     domcfg = xnemogcm.open_domain_cfg(files=[str(p) for p in mesh_files])
     notes: list[str] = []
     pieces = [_open_data_file(path, chunks.get(TIME_DIM), open_kwargs, notes) for path in data_files]
@@ -857,6 +897,16 @@ def _write_xios_pieces(out: xr.Dataset, stem: Path, ranks: tuple[int, int] | Non
     ]
 
 
+def _check_prefix(prefix: str) -> None:
+    """``prefix`` is a plain part of a file name: no folder, no ``..``, nothing a file system refuses."""
+    if (not isinstance(prefix, str) or not prefix or prefix in (".", "..") or "/" in prefix or "\\" in prefix
+            or os.sep in prefix or (os.altsep or "/") in prefix or any(c in prefix for c in "\0\n\r")):
+        raise InvalidDataError(
+            f"prefix: expected a plain file-name part (no '/', no '..', no newline), found {prefix!r}. "
+            "Give the destination as `folder` and only a name as `prefix`."
+        )
+
+
 def to_nemo_files(
     ds: xr.Dataset,
     folder: str | os.PathLike,
@@ -878,7 +928,7 @@ def to_nemo_files(
     folder : path
         Destination folder (created if needed).
     prefix : str
-        File name prefix.
+        File name prefix: a plain name part, without folders (``InvalidDataError`` otherwise).
     ranks : (int, int), optional
         Split the data files into ``ranks[0] x ranks[1]`` (x, y) pieces named ``..._NNNN.nc`` with
         ``DOMAIN_*`` global attributes, as NEMO does with one file per MPI rank (the same cut and
@@ -894,6 +944,7 @@ def to_nemo_files(
     """
     from .io import write_netcdf_atomic
 
+    _check_prefix(prefix)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     result: dict[str, str] = {}

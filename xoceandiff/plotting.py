@@ -132,7 +132,7 @@ def plot_surface_maps(
     sets : mapping of str to xarray.Dataset
         The reference first, then the sample sets.
     n_maps : int, default 3
-        Records shown per set.
+        Records shown per set, spread evenly from the first to the last.
     fields : sequence of str, default ("toce", "soce", "ssh")
         Fields to map (the surface level of 3-D fields).
 
@@ -157,7 +157,8 @@ def plot_surface_maps(
         labels = record_labels(ds, rdim)
         if not np.issubdtype(ds[rdim].dtype if rdim in ds.coords else np.dtype(int), np.datetime64):
             labels = [f"{rdim} {label}" for label in labels]
-        for i in range(k):
+        # records spread over the set (first, ..., last): a run's first records can all look alike
+        for i in np.unique(np.linspace(0, ds.sizes[rdim] - 1, k).round().astype(int)).tolist():
             columns.append((name, ds, i, labels[i]))
             lazy.append({f: surface_field(ds, f).isel({rdim: i}) for f in fields})
     (values,) = dask.compute(lazy)

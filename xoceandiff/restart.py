@@ -438,6 +438,29 @@ def _write_netcdf(ds: xr.Dataset, tmp: Path) -> None:
     ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding, unlimited_dims=["time_counter"])
 
 
+@contextlib.contextmanager
+def _folder_removed_on_error(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` (and the parents it needed) on an error when this write created them and they are empty.
+
+    The atomic writers create the folder with the first file; when a later file fails, every file is
+    discarded, and so are the folders made for them: an early failure leaves nothing behind.
+    """
+    created: list[Path] = []
+    path = folder.absolute()
+    while not path.exists() and path != path.parent:
+        created.append(path)  # deepest first
+        path = path.parent
+    try:
+        yield
+    except BaseException:
+        for made in created:
+            try:
+                made.rmdir()  # only if empty: someone else's files are never removed
+            except OSError:
+                break
+        raise
+
+
 def _atomic(stack: contextlib.ExitStack, path: Path, overwrite: bool) -> Path:
     """A temporary path renamed to ``path`` only when every output of ``stack`` succeeded."""
     return stack.enter_context(atomic_path(path, overwrite=overwrite))
@@ -590,6 +613,43 @@ def _check_template(path: Path, shape: tuple[int, int, int], names: Sequence[str
 # --- namelists -------------------------------------------------------------------------------------------
 
 
+def _fortran_string(value: str, name: str, *, quote: str = '"') -> str:
+    """``value`` as a Fortran namelist string: quoted, the quote character inside doubled.
+
+    Parameters
+    ----------
+    value : str
+        The text (a folder, a file name).
+    name : str
+        The namelist variable it is for, named in the error.
+    quote : str
+        ``'"'`` or ``"'"``.
+
+    Returns
+    -------
+    str
+        The quoted string.
+
+    Raises
+    ------
+    xoceandiff.errors.InvalidDataError
+        ``value`` holds a newline (or another control character), which no namelist string can hold.
+
+    Examples
+    --------
+    >>> print(_fortran_string('runs/"best" one', "cn_ocerst_indir"))
+    "runs/""best"" one"
+    >>> print(_fortran_string("it's", "sn_tem", quote="'"))
+    'it''s'
+    """
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise InvalidDataError(
+            f"{name}: a namelist string cannot hold a newline or control character, found {value!r}; "
+            "write to a folder (and with a prefix) without one."
+        )
+    return quote + value.replace(quote, quote * 2) + quote
+
+
 def _namelist_restart(stems: Sequence[str], first_date: int, options: RestartOptions, folder: Path) -> str:
     version, kt, rdt = options.nemo_version, int(options.kt), float(options.rdt)
     date_source = options.source_of("ndastp") if options.ndastp is not None else (
@@ -607,8 +667,8 @@ def _namelist_restart(stems: Sequence[str], first_date: int, options: RestartOpt
     lines += [
         "&namrun",
         "   ln_rstart       = .true.",
-        f"   cn_ocerst_in    = \"{stems[0]}\"   ! file name without .nc",
-        f"   cn_ocerst_indir = \"{folder}\"",
+        f"   cn_ocerst_in    = {_fortran_string(stems[0], 'cn_ocerst_in')}   ! file name without .nc",
+        f"   cn_ocerst_indir = {_fortran_string(str(folder), 'cn_ocerst_indir')}",
         "   nn_rstctl       = 0        ! 0: calendar from nn_date0; 1: nit000 checked against kt; 2: calendar from the file",
         f"   nn_it000        = {kt + 1}        ! = kt + 1",
         f"   nn_date0        = {first_date:08d}   ! = ndastp of the restart",
@@ -788,9 +848,10 @@ def _write_restarts(samples: xr.Dataset, folder: Path, mesh_mask: PathLike | xr.
         _check_template(options.template, mesh.shape, replaced)
     plan = _plan_restarts(_indices(samples), folder, options, mesh.shape)
     plan.refuse_existing(options.overwrite)  # nothing is half-written when one output exists
+    _fortran_string(str(folder.resolve()), "cn_ocerst_indir")  # the namelist can name the folder
     write = _write_from_template if options.template is not None else _write_fresh
     dates: list[int] = []
-    with contextlib.ExitStack() as stack:
+    with _folder_removed_on_error(folder), contextlib.ExitStack() as stack:
         for (index, state), planned in zip(_states(samples), plan.states, strict=True):
             fields = _state_fields(index, state, mesh, options)
             dates.append(fields.date)
@@ -905,10 +966,12 @@ def _namelist_initial_state(plan: OutputPlan) -> str:
             "&namtsd",
             "   ln_tsd_init = .true.",
             "   ln_tsd_dmp  = .false.",
-            f"   cn_dir      = \"{plan.namelist.parent.resolve()}/\"",
+            f"   cn_dir      = {_fortran_string(f'{plan.namelist.parent.resolve()}/', 'cn_dir')}",
             "   !         file name                      ! freq (h) ! variable ! time interp ! clim ! 'yearly' ! weights ! rotation ! lsm",
-            f"   sn_tem  = '{temperature}', -12., 'votemper', .false., .true., 'yearly', '', '', ''",
-            f"   sn_sal  = '{salinity}', -12., 'vosaline', .false., .true., 'yearly', '', '', ''",
+            f"   sn_tem  = {_fortran_string(temperature, 'sn_tem', quote=chr(39))}, -12., 'votemper', .false., .true., "
+            "'yearly', '', '', ''",
+            f"   sn_sal  = {_fortran_string(salinity, 'sn_sal', quote=chr(39))}, -12., 'vosaline', .false., .true., "
+            "'yearly', '', '', ''",
             "/",
             "! One record (a yearly climatology): the same state whatever the start date. Velocities start at rest.",
         ]
@@ -961,9 +1024,13 @@ def to_initial_state(
     state = _pick_state(samples, index)
     mesh = _sample_mesh(state)
     check_plausible(state, label=f"state {int(index)}")
+    if not prefix or any(c in prefix for c in "/\\\0") or prefix == "..":
+        raise InvalidDataError(f"prefix: expected a file name prefix without folders, found {prefix!r}; give the "
+                               "folder as `target`.")
     plan = _plan_initial_state(Path(target), prefix, int(index))
     plan.refuse_existing(overwrite)
-    with contextlib.ExitStack() as stack:
+    _fortran_string(f"{Path(target).resolve()}/", "cn_dir")  # the namelist can name the folder
+    with _folder_removed_on_error(Path(target)), contextlib.ExitStack() as stack:
         for (path, _), variable in zip(plan.states[0].files, _INITIAL_VARIABLES, strict=True):
             _write_netcdf(_initial_state_dataset(state, mesh, variable, int(index)), _atomic(stack, path, overwrite))
         _write_text(stack, plan.namelist, _namelist_initial_state(plan), overwrite)

@@ -204,8 +204,13 @@ def sample_tensors(
 
 
 def _sample_batch(model: Denoiser, batch: list[int], constraints: Sequence[Constraint], ctx, options: SamplingOptions,
-                  device: torch.device, bar) -> torch.Tensor:
-    """One batch through the loop; the normalised state ``x`` is what constraints see."""
+                  device: torch.device, bar, watch: Callable[[str, Any, torch.Tensor], None] | None = None
+                  ) -> torch.Tensor:
+    """One batch through the loop; the normalised state ``x`` is what constraints see.
+
+    ``watch(source, t, tensor)``, when given, sees the output of the denoiser and of every constraint (used
+    only to find where non-finite values first appear, so the normal loop pays nothing for it).
+    """
     dtype = options.dtype
     generators = [torch.Generator(device=device).manual_seed(sample_seed(options.seed, i)) for i in batch]
     shape = (model.channels, *model.sample_size)
@@ -217,6 +222,8 @@ def _sample_batch(model: Denoiser, batch: list[int], constraints: Sequence[Const
     with torch.inference_mode():
         for t in scheduler.timesteps:
             output = model(y, t.to(device))  # epsilon, x0 or v: the scheduler knows which
+            if watch is not None:
+                watch("the denoiser", int(t), output)
             if clip is not None:
                 output = clip(output, y, t)
             y = scheduler.step(output, t, y, generator=generators).prev_sample
@@ -224,6 +231,8 @@ def _sample_batch(model: Denoiser, batch: list[int], constraints: Sequence[Const
                 x = model.from_model_space(y)
                 for constraint in constraints:
                     x = constraint(x, t, ctx)
+                    if watch is not None:
+                        watch(f"the constraint {_name(constraint)!r}", int(t), x)
                 y = model.to_model_space(x)
             bar.update(len(batch))
         x = model.from_model_space(y)
@@ -231,7 +240,47 @@ def _sample_batch(model: Denoiser, batch: list[int], constraints: Sequence[Const
             if getattr(constraint, "at_end", False):
                 finish = getattr(constraint, "finish", None)
                 x = finish(x, ctx) if finish is not None else constraint(x, 0, ctx)
+                if watch is not None:
+                    watch(f"the final step of the constraint {_name(constraint)!r}", 0, x)
+    _check_finite(x, model, batch, constraints, ctx, options, device, watch)
     return x
+
+
+def _check_finite(x: torch.Tensor, model: Denoiser, batch: list[int], constraints: Sequence[Constraint], ctx,
+                  options: SamplingOptions, device: torch.device, watch) -> None:
+    """Refuse samples with NaN or inf on ocean cells, naming where they came from, the fields and levels."""
+    bad = ~torch.isfinite(x)
+    if ctx is not None:
+        bad &= ctx.ops.mask.to(device=bad.device, dtype=torch.bool)
+    if watch is not None or not bool(bad.any()):
+        return
+    counts = bad.sum(dim=(0, 2, 3)).cpu()
+    names = model.card.layout.channel_names if model.card is not None else tuple(map(str, range(len(counts))))
+    where = ", ".join(f"{names[c]}: {int(counts[c])}" for c in torch.nonzero(counts).flatten().tolist()[:8])
+    source = "an unknown step"
+
+    def first_non_finite(name: str, t: Any, tensor: torch.Tensor) -> None:
+        if not bool(torch.isfinite(tensor).all()):
+            raise _Found(f"{name} at step {t}")
+
+    try:  # the same batch again, watched, to name the culprit (only on this failure path)
+        _sample_batch(model, batch, constraints, ctx, options, device, _NoBar(), first_non_finite)
+    except _Found as found:
+        source = str(found)
+    raise InvalidDataError(
+        f"samples {batch}: non-finite values (NaN or inf) on ocean cells ({where}), first produced by {source}. "
+        "A constraint that returns NaN, or a model whose weights are not finite (trained on data with inf?), "
+        "gives this: check that constraint or retrain on finite data."
+    )
+
+
+class _Found(Exception):
+    """Where the first non-finite value appeared (raised by the watch of :func:`_check_finite`)."""
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
 
 
 def resolve_model(model: Denoiser | str | os.PathLike | None, ds: xr.Dataset | None = None,

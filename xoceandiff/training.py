@@ -27,7 +27,10 @@ The code is three parts: :func:`set_up` (data, model, optimiser, schedule, resum
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,10 +47,17 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from .atomic import replace_path
 from .canonical import field_dims, fields_of, ocean_mask, record_dim
 from .card import ModelCard
-from .checkpoint import TrainingState, read_training_state, write_training_state
-from .errors import InvalidDataError
+from .checkpoint import (
+    STATE_JSON,
+    TrainingState,
+    read_model_config,
+    read_training_state,
+    write_training_state,
+)
+from .errors import CheckpointError, InvalidDataError
 from .layout import Layout, to_tensor
 from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model
 from .normalisation import Normaliser, normalise
@@ -56,6 +66,7 @@ __all__ = ["train", "prepare_model", "climatology", "check_finite", "SnapshotStr
            "set_up", "training_step", "PREDICTION_TYPES"]
 
 MODEL_SUBDIR = "model"
+NEXT_MODEL_SUBDIR = "model.next"  # the newer model while a checkpoint pair is being written
 STATE_SUBDIR = "training_state"
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
@@ -66,7 +77,7 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 def check_finite(ds: xr.Dataset, *, drop: bool = False) -> xr.Dataset:
-    """Refuse (or drop) snapshots with missing values on ocean cells.
+    """Refuse (or drop) snapshots with NaN or infinite values on ocean cells.
 
     Parameters
     ----------
@@ -78,28 +89,32 @@ def check_finite(ds: xr.Dataset, *, drop: bool = False) -> xr.Dataset:
     Raises
     ------
     xoceandiff.errors.InvalidDataError
-        A field has NaN on ocean cells; the message names the field and how many cells.
+        A field has NaN or inf on ocean cells; the message names the field, the levels and how many cells.
     """
     dim = record_dim(ds)
     counts = {}
     for name in fields_of(ds):
-        bad = (ds[name].reset_coords(drop=True).isnull() & ocean_mask(ds, name)).sum(field_dims(name))
-        counts[name] = bad
+        # NaN and +-inf alike: one infinite value makes its level's statistics, then every weight, non-finite
+        field = ds[name].reset_coords(drop=True)
+        bad = (~np.isfinite(field) & ocean_mask(ds, name)).transpose(dim, *field_dims(name))
+        counts[name] = (bad.sum(field_dims(name)), bad.sum((dim, *field_dims(name)[1:])) if name != "ssh" else None)
     (computed,) = dask.compute(counts)
     bad_records = np.zeros(ds.sizes[dim], dtype=bool)
     messages = []
-    for name, per_record in computed.items():
+    for name, (per_record, per_level) in computed.items():
         values = np.asarray(per_record)
         if values.sum():
             bad_records |= values > 0
-            messages.append(f"{name}: {int(values.sum())} ocean cells in {int((values > 0).sum())} snapshots")
+            levels = "" if per_level is None else f" (levels {np.flatnonzero(np.asarray(per_level)).tolist()})"
+            messages.append(f"{name}: {int(values.sum())} ocean cells{levels} in {int((values > 0).sum())} snapshots")
     if not messages:
         return ds
     if drop:
-        warnings.warn(f"Dropping {int(bad_records.sum())} snapshots with NaN on ocean cells ({'; '.join(messages)}).", stacklevel=2)
+        warnings.warn(f"Dropping {int(bad_records.sum())} snapshots with NaN or infinite values on ocean cells "
+                      f"({'; '.join(messages)}).", stacklevel=2)
         return ds.isel({dim: np.flatnonzero(~bad_records)})
     raise InvalidDataError(
-        f"Missing values on ocean cells of the training data: {'; '.join(messages)}. Fix the data, or pass "
+        f"NaN or infinite values on ocean cells of the training data: {'; '.join(messages)}. Fix the data, or pass "
         "drop_nan_snapshots=True (--drop-nan-snapshots) to train without those snapshots."
     )
 
@@ -341,6 +356,10 @@ class TrainingOptions:
             raise InvalidDataError(f"steps: expected a positive integer, found {self.steps!r}.")
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size <= 0:
             raise InvalidDataError(f"batch_size: expected a positive integer, found {self.batch_size!r}.")
+        if not (isinstance(self.lr, int | float) and np.isfinite(self.lr) and self.lr > 0):
+            raise InvalidDataError(f"lr: expected a positive learning rate (e.g. 1e-4), found {self.lr!r}.")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise InvalidDataError(f"seed: expected a non-negative integer, found {self.seed!r}.")
         if self.checkpoint_dir is not None:
             object.__setattr__(self, "checkpoint_dir", Path(self.checkpoint_dir))
 
@@ -397,11 +416,15 @@ def set_up(
     # The seed fixes the initial weights too (a new model is built below), and any module-internal
     # randomness; every rank starts from the same weights.
     torch.manual_seed(options.seed)
+    if options.checkpoint_dir is not None and rank.main:
+        settle_checkpoint_pair(options.checkpoint_dir)
     if options.resumes:
         model = load_model(options.checkpoint_dir / MODEL_SUBDIR)
     model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
                           prediction_type=prediction_type)
     model.card.check_grid(ds)
+    if options.checkpoint_dir is not None and rank.main:
+        _check_writable(options.checkpoint_dir, model)
     model.to(device).train()
     net: torch.nn.Module = model
     if rank.world > 1:
@@ -427,6 +450,11 @@ def set_up(
 
 def _resume(run: TrainingRun) -> None:
     state = read_training_state(run.options.checkpoint_dir / STATE_SUBDIR, run.model.checkpoint_hash)
+    if state.step > run.options.steps:
+        raise InvalidDataError(
+            f"steps: {str(run.options.checkpoint_dir)!r} holds a run already at step {state.step}, beyond "
+            f"steps={run.options.steps}; pass steps >= {state.step} to continue it, or another checkpoint_dir."
+        )
     run.optimiser.load_state_dict(state.optimiser)
     run.lr_schedule.load_state_dict(state.lr_schedule)
     run.generator.set_state(state.generator)
@@ -626,7 +654,11 @@ def _checkpoint(run: TrainingRun, done: int) -> None:
         raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
-    model.save(run.options.checkpoint_dir / MODEL_SUBDIR, overwrite=True)
+    folder = run.options.checkpoint_dir
+    # The pair is written so that a crash leaves the previous pair or the new one: the new model goes
+    # beside the old one, then the state that names it, then the model takes the old one's place.
+    # settle_checkpoint_pair finishes (or discards) an interrupted write when the run resumes.
+    model.save(folder / NEXT_MODEL_SUBDIR, overwrite=True)
     if ema is not None:
         ema.restore(model.parameters())
     state = TrainingState(
@@ -634,4 +666,48 @@ def _checkpoint(run: TrainingRun, done: int) -> None:
         generator=run.generator.get_state(), record=dict(model.card.training), model_sha256=model.checkpoint_hash,
         ema=ema.state_dict() if ema is not None else None, raw_weights=raw,
     )
-    write_training_state(run.options.checkpoint_dir / STATE_SUBDIR, state)
+    write_training_state(folder / STATE_SUBDIR, state)
+    replace_path(folder / NEXT_MODEL_SUBDIR, folder / MODEL_SUBDIR)
+    model.checkpoint_path = (folder / MODEL_SUBDIR).resolve()
+
+
+def settle_checkpoint_pair(folder: Path) -> None:
+    """Finish or discard a checkpoint write that a crash interrupted, so that model and state match.
+
+    A ``model.next`` that the training state names is the newer half of a complete pair: it replaces
+    ``model``. Any other ``model.next`` is a write that never got its state: it is removed.
+    """
+    pending = folder / NEXT_MODEL_SUBDIR
+    if not pending.exists():
+        return
+    state_file = folder / STATE_SUBDIR / STATE_JSON
+    try:
+        named = json.loads(state_file.read_text()).get("model_sha256")
+        pending_hash = read_model_config(pending).get("checkpoint_sha256")
+    except (OSError, ValueError, CheckpointError):
+        named = pending_hash = None
+    if named is not None and named == pending_hash:
+        replace_path(pending, folder / MODEL_SUBDIR)
+    else:
+        shutil.rmtree(pending, ignore_errors=True)
+
+
+def _check_writable(folder: Path, model: Denoiser) -> None:
+    """Refuse, before any step, a checkpoint folder that cannot be written or lacks the room for a pair."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise InvalidDataError(
+            f"checkpoint_dir: cannot write in {str(folder)!r} ({error.strerror or error}); choose a folder you "
+            "can write to (the check runs before training, so no step is lost)."
+        ) from error
+    # model twice (old and new beside each other), optimiser moments (2x), EMA shadow and raw weights
+    needed = 6 * 4 * model.n_parameters + (64 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise InvalidDataError(
+            f"checkpoint_dir: {str(folder)!r} has {free / 2**20:.0f} MiB free, a checkpoint of this model needs about "
+            f"{needed / 2**20:.0f} MiB; free some space or choose another folder."
+        )
