@@ -43,6 +43,8 @@ __all__ = [
     "eos_for",
     "field_attrs",
     "GRID_KIT",
+    "DEPTH_BANDS",
+    "band_masks",
     "grid_kit",
     "grid_from_kit",
 ]
@@ -297,3 +299,26 @@ def grid_from_kit(kit: Mapping[str, Any], *, periodic_x: bool) -> xr.Dataset:
         if name in GRID_ATTRS:
             grid[name].attrs = dict(GRID_ATTRS[name])
     return grid
+
+
+DEPTH_BANDS: dict[str, tuple[float, float]] = {
+    "0-200m": (0.0, 200.0),
+    "200-1000m": (200.0, 1000.0),
+    "below-1000m": (1000.0, float("inf")),
+}
+"""The depth bands (m, of the T points) in which fidelity measures are reported: upper ocean, thermocline, abyss."""
+
+
+def band_masks(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Per depth band of :data:`DEPTH_BANDS`, the ocean mask of the cells whose T depth falls in it.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> masks = band_masks(xoceandiff.datasets.dino(n=1, resolution=4.0))
+    >>> list(masks), masks["0-200m"].dims
+    (['0-200m', '200-1000m', 'below-1000m'], ('z_c', 'y_c', 'x_c'))
+    """
+    depth = grid_variable(ds, "gdept_1d")
+    ocean = ocean_mask(ds)
+    return {name: ocean & (depth >= top) & (depth < bottom) for name, (top, bottom) in DEPTH_BANDS.items()}
