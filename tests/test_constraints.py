@@ -347,6 +347,7 @@ def test_registry_names_and_errors(model):
         "border_zero",
         "border_zero_gradient",
         "stable_stratification",
+        "convective_adjustment",
     }
     assert [c.name for c in get_constraints("border_zero_gradient_zero_mean")] == list(
         ALIASES["border_zero_gradient_zero_mean"]
@@ -359,7 +360,7 @@ def test_registry_names_and_errors(model):
         get_constraints(dict)
     with pytest.raises(ConstraintError, match="Cannot make a constraint"):
         get_constraints(3)
-    assert [c.at_end for c in get_constraints(list(CONSTRAINTS))] == [True, False, True, True, True]
+    assert [c.at_end for c in get_constraints(list(CONSTRAINTS))] == [True, False, True, True, True, True]
 
 
 def test_user_callables_and_subclasses(model):
@@ -432,7 +433,8 @@ def test_isolated_inversion_is_removed_in_one_finishing_step(dino, model):
     assert bool(ctx.ops.interface_mask[k, j, i])
     tchan = int(ctx.toce_channels[k + 1])
     x[0, tchan, j, i] += 0.5  # warm the deeper cell: an inversion at interface k only
-    constraint = StableStratification(final_iterations=1, margin=0.0)
+    # +0.5 normalised is a 10 degC inversion: uncapped, as the analytic step needs 2.4 degC and 1 g/kg
+    constraint = StableStratification(final_iterations=1, margin=0.0, max_step_toce=1e9, max_step_soce=1e9)
     y = constraint.finish(x, ctx)
     from xoceandiff.eos import sigma0_teos10
 

@@ -11,13 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
-import xgcm
 
-from . import grid as _grid
-from . import nemo as _nemo
-
-if TYPE_CHECKING:  # torch is imported on first use, not with the package
+if TYPE_CHECKING:  # torch, xgcm and the readers are imported on first use, not with the package
     import torch
+    import xgcm
 
     from .model import Denoiser
     from .normalisation import Normaliser
@@ -42,7 +39,9 @@ class OceanDiffAccessor:
         >>> sorted(xoceandiff.datasets.dino(n=1, resolution=4.0).oceandiff.grid.axes)
         ['X', 'Y', 'Z']
         """
-        return _grid.build_grid(self._ds)
+        from .grid import build_grid
+
+        return build_grid(self._ds)
 
     @property
     def periodic_x(self) -> bool:
@@ -54,7 +53,9 @@ class OceanDiffAccessor:
         >>> xoceandiff.datasets.dino(n=1, resolution=4.0).oceandiff.periodic_x
         True
         """
-        return _grid.grid_padding(self._ds)["X"] == "periodic"
+        from .grid import grid_padding
+
+        return grid_padding(self._ds)["X"] == "periodic"
 
     def to_nemo_files(
         self,
@@ -73,7 +74,9 @@ class OceanDiffAccessor:
         >>> sorted(paths)
         ['grid_T_2D', 'grid_T_3D', 'mesh_mask', 'pieces']
         """
-        return _nemo.to_nemo_files(self._ds, folder, prefix=prefix, ranks=ranks, overwrite=overwrite)
+        from .nemo import to_nemo_files
+
+        return to_nemo_files(self._ds, folder, prefix=prefix, ranks=ranks, overwrite=overwrite)
 
     # -- normalisation ------------------------------------------------------------------------------
 

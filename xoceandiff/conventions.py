@@ -276,5 +276,6 @@ CONSTRAINT_NAMES: tuple[str, ...] = (
     "border_zero",
     "border_zero_gradient",
     "stable_stratification",
+    "convective_adjustment",
     "border_zero_gradient_zero_mean",
 )

@@ -8,9 +8,14 @@ computation for all of them), plus each set's :func:`~xoceandiff.diagnostics.div
   Deep-Water S, T | Density errors; cells "mean ± std" over the records) and a second table of set
   metrics, as pandas DataFrames (:meth:`Report.paper_table`, :meth:`Report.set_table`), Markdown
   (:meth:`Report.to_markdown`) and LaTeX (:meth:`Report.to_latex`, pandas' Styler);
-- the per-record metrics as CSV (:meth:`Report.to_csv`, pandas) and NetCDF (:meth:`Report.to_netcdf`).
+- the per-record metrics as CSV (:meth:`Report.to_csv`, pandas) and NetCDF (:meth:`Report.to_netcdf`);
+- for every sample set on the reference's grid, its fidelity to the reference
+  (:func:`xoceandiff.fidelity.fidelity`: spread, gradient-variance and convective-distance ratios, shares of
+  out-of-range cells and density errors by depth band, novelty) as a third table, "Fidelity", after the
+  other two (:meth:`Report.fidelity_table`; ``to_csv(table="fidelity")``; in ``metrics.nc``).
 
-Headers and units come from :data:`xoceandiff.diagnostics.METRICS`. Files are written atomically.
+Headers and units come from :data:`xoceandiff.diagnostics.METRICS` and
+:data:`xoceandiff.fidelity.FIDELITY_METRICS`. Files are written atomically.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import numpy as np
@@ -43,6 +48,7 @@ from .diagnostics import (
     record_labels,
 )
 from .errors import InvalidDataError
+from .fidelity import DATA_FLOORS, FIDELITY_COLUMNS, annotate_worst, fidelity, fidelity_metrics_for
 from .io import write_netcdf_atomic
 
 __all__ = ["Report", "report", "TABLE_COLUMNS", "SET_COLUMNS", "CSV_COLUMNS", "DEFAULT_DECIMALS"]
@@ -66,6 +72,7 @@ _SOURCE = "source"
 _SET = "set"
 _DASH = "—"
 _COUNT = "n"
+_WORST = ("field", "level", "depth", "value")  # range_worst_<key>: the worst out-of-range cell of each sample set
 
 
 @dataclass
@@ -91,6 +98,11 @@ class Report:
     paths : dict of str to pathlib.Path
         The files written by :meth:`write` (``table_md``, ``table_tex``, ``metrics_csv``,
         ``metrics_nc``); empty until then.
+    fidelity : xarray.Dataset or None
+        Per sample set (dimension ``set``, the reference excluded): the scalar measures of
+        :func:`xoceandiff.fidelity.fidelity` and ``range_worst_field``, ``range_worst_level``,
+        ``range_worst_depth``, ``range_worst_value`` (the worst out-of-range cell; ``""`` when none).
+        None when the report has no sample set.
     """
 
     metrics: xr.Dataset
@@ -101,6 +113,7 @@ class Report:
     decimals: int | Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_DECIMALS))
     paths: dict[str, Path] = field(default_factory=dict)
     salinity: str = "absolute"
+    fidelity: xr.Dataset | None = None
 
     @property
     def table_metrics(self) -> Mapping[str, Any]:
@@ -165,6 +178,83 @@ class Report:
     def set_table(self) -> pd.DataFrame:
         """The set metrics: one row per set, ``n`` and a value (4 significant digits, "—" if none) per metric."""
         return self._set_cells(lambda value: _DASH if not math.isfinite(value) else f"{value:.4g}")
+
+    def fidelity_columns(self) -> tuple[str, ...]:
+        """The Fidelity table's measures: :data:`~xoceandiff.fidelity.FIDELITY_COLUMNS` that were computed."""
+        if self.fidelity is None:
+            return ()
+        return tuple(name for name in FIDELITY_COLUMNS if name in self.fidelity)
+
+    def fidelity_table(self) -> pd.DataFrame | None:
+        """The Fidelity table: one row per sample set, ``n`` and each measure (4 significant digits, "—" if none).
+
+        None for a report without sample sets.
+
+        Examples
+        --------
+        >>> import xoceandiff
+        >>> data = xoceandiff.datasets.dino(n=3, resolution=4.0)
+        >>> table = report(data, {"A copy": data}).fidelity_table()
+        >>> table.loc["A copy", "Spread T 0-200m (× data)"], table.loc["A copy", "Novelty (× data)"]
+        ('1', '0')
+        """
+        return self._fidelity_cells(lambda value: _DASH if not math.isfinite(value) else f"{value:.4g}")
+
+    def _fidelity_cells(self, cell: Callable[[float], str], headers: Sequence | None = None) -> pd.DataFrame | None:
+        if self.fidelity is None:
+            return None
+        names = [str(name) for name in self.fidelity[_SET].values]
+        counts = self.set_metrics["n_records"].sel({_SET: names}).values
+        metrics = fidelity_metrics_for(self.salinity)
+        columns: dict[str, list] = {_COUNT: [int(n) for n in counts]}
+        for metric in self.fidelity_columns():
+            columns[metrics[metric].heading] = [cell(float(v)) for v in self.fidelity[metric].values]
+        frame = pd.DataFrame(columns, index=pd.Index(names))
+        if headers is not None:
+            frame.columns = headers
+        return frame
+
+    def _fidelity_caption(self) -> str:
+        return (
+            f"Fidelity to {self.reference_name}, by depth band. Ratios are the sample set's statistic over "
+            f"{self.reference_name}'s (1: as real as the data): spread, the volume-weighted mean per-cell std across "
+            "records; gradient variance, of the horizontal gradients across ocean-ocean faces; convective "
+            "distance, how far convective adjustment moves a state. Out of range: share of ocean cells outside "
+            f"{self.reference_name}'s per-level range widened by its record-to-record std. Novelty: median "
+            f"RMS T distance of a sample to its nearest {self.reference_name} record over that of "
+            f"{self.reference_name} records to each other (0: copies). Density errors and convective "
+            "distances are the sample set's own values."
+        )
+
+    def _floor_line(self) -> str | None:
+        """The reference's own density errors and convective distances (the same on every row: the first set's)."""
+        if self.fidelity is None:
+            return None
+        metrics = fidelity_metrics_for(self.salinity)
+        cells = []
+        for name in DATA_FLOORS:
+            if name in self.fidelity:
+                values = self.fidelity[name].values
+                finite = values[np.isfinite(values)]
+                if finite.size:
+                    label = metrics[name].label.removeprefix("Data ")
+                    cells.append(f"{label[0].lower()}{label[1:]} {float(finite[0]):.4g} {metrics[name].units}")
+        return f"{self.reference_name}'s own: " + "; ".join(cells) + "." if cells else None
+
+    def _worst_lines(self) -> list[str]:
+        if self.fidelity is None or "range_worst_field" not in self.fidelity:
+            return []
+        floor = self._floor_line()
+        lines = [floor] if floor else []
+        for name in self.fidelity[_SET].values:
+            row = self.fidelity.sel({_SET: name})
+            field_name = str(row["range_worst_field"].values)
+            if field_name:
+                lines.append(
+                    f"Worst out-of-range cell of {name}: {field_name} = {float(row['range_worst_value']):.4g} on level "
+                    f"{int(row['range_worst_level'])} ({float(row['range_worst_depth']):.1f} m)."
+                )
+        return lines
 
     def _decimals(self, metric: str) -> int:
         if isinstance(self.decimals, Mapping):
@@ -234,6 +324,13 @@ class Report:
             "",
         ]
         lines += _markdown_table(self.set_table(), "---:")
+        fidelity_frame = self.fidelity_table()
+        if fidelity_frame is not None:
+            lines += ["", "## Fidelity", "", self._fidelity_caption(), ""]
+            lines += _markdown_table(fidelity_frame, "---:")
+            worst = self._worst_lines()
+            if worst:
+                lines += ["", *worst]
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
@@ -271,6 +368,15 @@ class Report:
             _latex_table(paper, _tex_text(self._caption()), "lr" + "c" * len(TABLE_COLUMNS)),
             _latex_table(sets, _tex_text(set_caption), "lr" + "r" * len(SET_COLUMNS)),
         ]
+        fidelity_metrics = fidelity_metrics_for(self.salinity)
+        fidelity_headers = ["$n$"] + [
+            _tex_heading(fidelity_metrics[m].label, fidelity_metrics[m].units) for m in self.fidelity_columns()
+        ]
+        fidelity_frame = self._fidelity_cells(tex_cell, fidelity_headers)
+        if fidelity_frame is not None:
+            tables.append(
+                _latex_table(fidelity_frame, _tex_text(self._fidelity_caption()), "lr" + "r" * len(self.fidelity_columns()))
+            )
         return "% requires \\usepackage{booktabs}\n" + "\n".join(tables)
 
     # -- per-record files ---------------------------------------------------------------------------
@@ -284,12 +390,34 @@ class Report:
         columns.update({name: self.metrics[name].values for name in SCALAR_METRICS if name in self.metrics})
         return pd.DataFrame(columns).reindex(columns=list(CSV_COLUMNS))
 
-    def to_csv(self, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> str | Path:
+    def to_csv(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        overwrite: bool = False,
+        table: Literal["records", "fidelity"] = "records",
+    ) -> str | Path:
         """Per-record scalar metrics as CSV (:meth:`records_table`; missing metrics are empty cells).
 
+        With ``table="fidelity"``, the fidelity measures instead: one row per sample set (column ``source``),
+        one column per scalar measure of :attr:`Report.fidelity` (variable names; full precision).
+
         Returns the text when ``path`` is None, else writes it atomically and returns the path.
+
+        Raises
+        ------
+        InvalidDataError
+            An unknown ``table``, or ``"fidelity"`` for a report without sample sets.
         """
-        text = self.records_table().to_csv(index=False, lineterminator="\n", na_rep="nan")
+        if table == "records":
+            text = self.records_table().to_csv(index=False, lineterminator="\n", na_rep="nan")
+        elif table == "fidelity":
+            if self.fidelity is None:
+                raise InvalidDataError("table: this report has no sample set, hence no fidelity measures.")
+            frame = self.fidelity.to_dataframe().rename_axis(_SOURCE).reset_index()
+            text = frame.to_csv(index=False, lineterminator="\n", na_rep="nan")
+        else:
+            raise InvalidDataError(f"table: expected 'records' or 'fidelity', found {table!r}.")
         if path is None:
             return text
         with atomic_path(path, overwrite=overwrite) as tmp:
@@ -298,7 +426,14 @@ class Report:
 
     def to_dataset(self) -> xr.Dataset:
         """Per-record metrics and set metrics in one Dataset (what :meth:`to_netcdf` writes)."""
-        out = xr.merge([self.metrics, self.set_metrics], combine_attrs="override")
+        parts = [self.metrics, self.set_metrics]
+        if self.fidelity is not None:  # on every set (the reference's row empty), in the sets' order
+            fill = {
+                name: "" if var.dtype.kind in "OUS" else -1 if var.dtype.kind in "iu" else np.nan
+                for name, var in self.fidelity.data_vars.items()
+            }
+            parts.append(self.fidelity.reindex({_SET: list(self.sources)}, fill_value=fill))
+        out = xr.merge(parts, combine_attrs="override")
         out.attrs = {
             **self.metrics.attrs,
             "eos": self.eos,
@@ -371,7 +506,7 @@ def _tex_text(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
                           ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(char, escaped)
-    return text.replace("±", r"$\pm$").replace("°", r"$^\circ$")
+    return text.replace("±", r"$\pm$").replace("°", r"$^\circ$").replace("×", r"$\times$")
 
 
 def _flat(metrics: xr.Dataset, ds: xr.Dataset, name: str) -> xr.Dataset:
@@ -400,6 +535,7 @@ def report(
     overwrite: bool = False,
     reference_name: str = "Data",
     decimals: int | Mapping[str, int] | None = None,
+    with_fidelity: bool = True,
 ) -> Report:
     """Compute the paper's table for a reference set and sample sets.
 
@@ -425,6 +561,10 @@ def report(
     decimals : int or mapping of str to int, optional
         Decimals of the table cells, for every column or per metric; default
         :data:`DEFAULT_DECIMALS` (3 for temperatures and salinities, 4 for density errors).
+    with_fidelity : bool, default True
+        Also measure each sample set's fidelity to the reference (:func:`xoceandiff.fidelity.fidelity`,
+        the "Fidelity" table), in the same dask pass. A set on another grid, or too small for a measure
+        (one record), gets "—" where the measure cannot be taken.
 
     Returns
     -------
@@ -466,7 +606,10 @@ def report(
         if name != reference_name:
             parts.append(profile_distance(ds, reference))
         lazy_sets[name] = xr.merge(parts) if parts else xr.Dataset()
-    computed_metrics, computed_sets = dask.compute(lazy_metrics, lazy_sets)
+    lazy_fidelity = (
+        {name: _lazy_fidelity(ds, reference, eos) for name, ds in samples.items()} if with_fidelity else {}
+    )
+    computed_metrics, computed_sets, computed_fidelity = dask.compute(lazy_metrics, lazy_sets, lazy_fidelity)
 
     flat = [_flat(computed_metrics[name], sets[name], name) for name in sets]
     metrics = xr.concat(flat, dim=_RECORD, coords="minimal", compat="override", combine_attrs="drop_conflicts")
@@ -491,6 +634,7 @@ def report(
     set_metrics["n_records"].attrs = {"long_name": "Number of records in the set"}
 
     result = Report(
+        fidelity=_fidelity_rows(computed_fidelity, salinity_kind(reference)) if computed_fidelity else None,
         metrics=metrics,
         set_metrics=set_metrics,
         sources=tuple(sets),
@@ -502,3 +646,53 @@ def report(
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result
+
+
+def _lazy_fidelity(ds: xr.Dataset, reference: xr.Dataset, eos: str) -> xr.Dataset:
+    """:func:`~xoceandiff.fidelity.fidelity` of one set, or an empty Dataset where it cannot be measured.
+
+    A set on a grid of another shape has no fidelity row (its cells show "—"); a set of one record has no
+    spread ratio (a standard deviation needs two).
+    """
+    from .canonical import SPATIAL_DIMS
+
+    if any(ds.sizes.get(dim) != reference.sizes.get(dim) for dim in SPATIAL_DIMS):
+        return xr.Dataset()
+    if ds.sizes[record_dim(ds)] < 2 or reference.sizes[record_dim(reference)] < 2:
+        from .fidelity import density_errors_by_band, gradient_variance_ratio, range_violations
+
+        return xr.merge([gradient_variance_ratio(ds, reference), range_violations(ds, reference),
+                         density_errors_by_band(ds, reference, eos=eos)], combine_attrs="drop_conflicts")
+    return fidelity(ds, reference, eos=eos)
+
+
+def _fidelity_rows(computed: Mapping[str, xr.Dataset], salinity: str) -> xr.Dataset:
+    """The scalar fidelity measures of every sample set on dimension ``set``, and each set's worst out-of-range cell."""
+    metrics = fidelity_metrics_for(salinity)
+    names = [name for name in metrics if any(name in ds for ds in computed.values())]
+    rows: dict[str, Any] = {}
+    for name in names:
+        values = [float(ds[name]) if name in ds else math.nan for ds in computed.values()]
+        rows[name] = xr.DataArray(
+            np.array(values), dims=_SET, attrs={"long_name": metrics[name].label, "units": metrics[name].cf_units}
+        )
+    worst = {key: [] for key in _WORST}
+    for ds in computed.values():
+        attrs = annotate_worst(ds).attrs if any(k.startswith("range_low_") for k in ds.data_vars) else {}
+        worst["field"].append(str(attrs.get("worst_field", "")))
+        worst["level"].append(int(attrs.get("worst_level", -1)))
+        worst["depth"].append(float(attrs.get("worst_depth", math.nan)))
+        worst["value"].append(float(attrs.get("worst_value", math.nan)))
+    descriptions = {
+        "field": ("Field of the worst out-of-range cell (empty: none)", None),
+        "level": ("Level index of the worst out-of-range cell (-1: none)", None),
+        "depth": ("Depth of the worst out-of-range cell", "m"),
+        "value": ("Value of the worst out-of-range cell", None),
+    }
+    for key, values in worst.items():
+        long_name, units = descriptions[key]
+        array = np.array(values, dtype=object if key == "field" else None)
+        rows[f"range_worst_{key}"] = xr.DataArray(
+            array, dims=_SET, attrs={"long_name": long_name, **({"units": units} if units else {})}
+        )
+    return xr.Dataset(rows, coords={_SET: list(computed)})

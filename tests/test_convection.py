@@ -1,0 +1,344 @@
+"""Convective adjustment: analytic mixes, conservation, stability, numpy = torch, the constraint, the measure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xoceandiff
+from xoceandiff.constraints import (
+    CONSTRAINTS,
+    BorderZero,
+    ConstraintContext,
+    ConvectiveAdjustment,
+    StableStratification,
+    get_constraints,
+)
+from xoceandiff.convection import (
+    adjust_columns,
+    adjust_columns_torch,
+    adjustment_distance,
+    convective_adjustment,
+)
+from xoceandiff.eos import potential_density
+from xoceandiff.errors import ConstraintError, InvalidDataError, MissingVariableError
+from xoceandiff.layout import Layout, to_tensor
+from xoceandiff.normalisation import Normaliser, normalise, statistics
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EOS = ("teos10-poly", "eos80-poly", "seos")
+
+
+def _random_columns(seed: int = 0, n: int = 400, nz: int = 30):
+    """Strongly unstable random columns, with land (volume 0, NaN values) at the bottom of some."""
+    rng = np.random.default_rng(seed)
+    temperature = rng.normal(10.0, 6.0, (n, nz))
+    salinity = rng.normal(35.0, 0.6, (n, nz))
+    volume = rng.uniform(1.0, 50.0, (n, nz)) * rng.uniform(1e8, 1e10, (n, 1))
+    depth_of_bottom = rng.integers(1, nz + 1, n)
+    land = np.arange(nz)[None, :] >= depth_of_bottom[:, None]
+    volume[land] = 0.0
+    temperature[land] = np.nan
+    salinity[land] = np.nan
+    return temperature, salinity, volume, ~land
+
+
+def _steps(temperature, salinity, ocean, eos="teos10-poly"):
+    """Density increase from each ocean cell to the ocean cell below (NaN where either is land)."""
+    rho = potential_density(temperature, salinity, eos=eos)
+    step = np.diff(rho, axis=-1)
+    return np.where(ocean[..., 1:] & ocean[..., :-1], step, np.nan)
+
+
+# --- the numpy scan -------------------------------------------------------------------------------
+
+
+def test_two_equal_cells_take_their_mean():
+    t, s = adjust_columns(np.array([2.0, 10.0]), np.array([34.0, 35.0]), np.array([3.0, 3.0]))
+    np.testing.assert_allclose(t, [6.0, 6.0], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(s, [34.5, 34.5], rtol=0, atol=1e-14)
+    # unequal volumes: the volume-weighted mean
+    t, s = adjust_columns(np.array([2.0, 10.0]), np.array([35.0, 35.0]), np.array([1.0, 3.0]))
+    np.testing.assert_allclose(t, [8.0, 8.0], rtol=0, atol=1e-14)
+
+
+def test_the_mixed_layer_grows_upward_while_unstable():
+    # 5 over 12 is unstable: both become 8.5; then 8 over 8.5 is denser above, so all three mix
+    t, _ = adjust_columns(np.array([8.0, 5.0, 12.0]), np.full(3, 35.0), np.ones(3))
+    np.testing.assert_allclose(t, [25.0 / 3] * 3, rtol=0, atol=1e-13)
+    # 9 over 8.5 is stable: only the two lower cells mix
+    t, _ = adjust_columns(np.array([9.0, 5.0, 12.0]), np.full(3, 35.0), np.ones(3))
+    np.testing.assert_allclose(t, [9.0, 8.5, 8.5], rtol=0, atol=1e-13)
+    # and downward: the mix of the top two is denser than the third too
+    t, _ = adjust_columns(np.array([1.0, 9.0, 6.0, 3.0]), np.full(4, 35.0), np.ones(4))
+    np.testing.assert_allclose(t, [16.0 / 3] * 3 + [3.0], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("eos", EOS)
+def test_random_columns_conserve_heat_and_salt_and_end_stable(eos):
+    temperature, salinity, volume, ocean = _random_columns()
+    assert (np.nan_to_num(_steps(temperature, salinity, ocean, eos), nan=1.0) < 0).sum() > 1000
+    t, s = adjust_columns(temperature, salinity, volume, eos=eos)
+    for before, after in ((temperature, t), (salinity, s)):
+        total0 = np.nansum(volume * before, axis=-1)
+        total1 = np.nansum(volume * after, axis=-1)
+        np.testing.assert_allclose(total1, total0, rtol=1e-10, atol=0)
+    steps = _steps(t, s, ocean, eos)
+    assert np.nanmin(steps) >= 0.0
+    # land untouched (NaN stays NaN)
+    assert np.isnan(t[~ocean]).all() and np.isnan(s[~ocean]).all()
+    assert np.isfinite(t[ocean]).all()
+
+
+def test_stable_columns_are_returned_bit_for_bit():
+    rng = np.random.default_rng(3)
+    temperature = -np.sort(-rng.uniform(0.0, 25.0, (50, 20)), axis=-1)  # warm above cold
+    salinity = np.sort(rng.uniform(34.0, 36.0, (50, 20)), axis=-1)  # fresh above salty
+    volume = rng.uniform(1.0, 2.0, (50, 20))
+    t, s = adjust_columns(temperature, salinity, volume)
+    assert np.array_equal(t, temperature) and np.array_equal(s, salinity)
+    # one unstable column among stable ones: only it changes
+    temperature[7, 3] = temperature[7, 4] - 5.0
+    t, s = adjust_columns(temperature, salinity, volume)
+    changed = np.flatnonzero((t != temperature).any(axis=-1))
+    assert changed.tolist() == [7]
+
+
+def test_depth_axis_and_float32_inputs():
+    temperature, salinity, volume, ocean = _random_columns(seed=5, n=60, nz=12)
+    expected = adjust_columns(temperature, salinity, volume)
+    # (z, y, x): depth first
+    t3 = temperature.T.reshape(12, 6, 10)
+    s3 = salinity.T.reshape(12, 6, 10)
+    t, s = adjust_columns(t3, s3, volume.T.reshape(12, 6, 10), axis=0)
+    np.testing.assert_array_equal(t.reshape(12, 60).T, expected[0])
+    np.testing.assert_array_equal(s.reshape(12, 60).T, expected[1])
+    # float32 in, float32 out
+    t32, _ = adjust_columns(temperature.astype(np.float32), salinity.astype(np.float32), volume)
+    assert t32.dtype == np.float32
+    with pytest.raises(InvalidDataError, match="auto"):
+        adjust_columns(temperature, salinity, volume, eos="auto")
+    with pytest.raises(InvalidDataError, match="broadcast"):
+        adjust_columns(temperature, salinity, volume[:, :3])
+
+
+def test_margin_makes_mixed_layers_stable_by_margin_and_keeps_salt():
+    temperature, salinity, volume, ocean = _random_columns(seed=2)
+    margin = 1e-3
+    t, s = adjust_columns(temperature, salinity, volume, margin=margin)
+    np.testing.assert_allclose(np.nansum(volume * s, -1), np.nansum(volume * salinity, -1), rtol=1e-10)
+    np.testing.assert_allclose(np.nansum(volume * t, -1), np.nansum(volume * temperature, -1), rtol=1e-10)
+    touched = (t != temperature) | (s != salinity)
+    steps = _steps(t, s, ocean)
+    touching = touched[:, 1:] | touched[:, :-1]
+    # every interface a mixed layer touches is stable by the margin (to the EOS's curvature)
+    assert np.nanmin(np.where(touching, steps, np.inf)) >= margin * (1 - 1e-3)
+    assert np.nanmin(steps) >= 0.0
+
+
+@pytest.mark.parametrize("eos", EOS)
+def test_numpy_and_torch_agree(eos):
+    temperature, salinity, volume, ocean = _random_columns(seed=1, n=6 * 7 * 2, nz=25)
+    t, s = adjust_columns(temperature, salinity, volume, eos=eos, margin=1e-3)
+
+    def to_torch(a):  # (B * H * W, L) -> (B, L, H, W)
+        return torch.from_numpy(np.ascontiguousarray(a.reshape(2, 6, 7, 25).transpose(0, 3, 1, 2)))
+
+    def to_numpy(a):
+        return a.numpy().transpose(0, 2, 3, 1).reshape(-1, 25)
+
+    tt, st = adjust_columns_torch(to_torch(temperature), to_torch(salinity), to_torch(volume), eos, margin=1e-3)
+    np.testing.assert_allclose(to_numpy(tt), t, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(st), s, rtol=0, atol=1e-5)
+    # float32 tensors and a (B, L, H, W) volume: float32 out, the numpy answer to float32 rounding
+    t32, _ = adjust_columns_torch(to_torch(temperature).float(), to_torch(salinity).float(), to_torch(volume), eos)
+    assert t32.dtype == torch.float32
+    expected, _ = adjust_columns(temperature.astype(np.float32), salinity.astype(np.float32), volume, eos=eos)
+    np.testing.assert_allclose(to_numpy(t32), expected, rtol=0, atol=1e-5)
+
+
+# --- the constraint -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dino():
+    return xoceandiff.datasets.dino(n=2, resolution=4.0, seed=11)
+
+
+@pytest.fixture(scope="module")
+def model(dino):
+    layout = Layout.from_dataset(dino)
+    norm = Normaliser.from_statistics(statistics(dino), scheme="3-std")
+    ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
+    data = to_tensor(normalise(dino, norm), layout).double()
+    return layout, norm, ctx, data
+
+
+def _inverted(data: torch.Tensor, ctx: ConstraintContext, seed: int = 1) -> torch.Tensor:
+    """The data with warm anomalies under 20 % of the cells (+1 degC over the level above), plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    temperature = ctx.denormalise(data, "toce")
+    warm = torch.rand(temperature.shape, generator=g, dtype=data.dtype) < 0.2
+    warm[:, 0] = False
+    inverted = temperature.clone()
+    inverted[:, 1:] = torch.where(warm[:, 1:], temperature[:, :-1] + 1.0, temperature[:, 1:])
+    x = data.clone()
+    x[:, ctx.toce_channels] = (inverted - ctx.field_offset["toce"]) / ctx.field_scale["toce"]
+    x = x + 0.05 * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    return BorderZero()(x, 0, ctx)
+
+
+def _column_totals(x: torch.Tensor, ctx: ConstraintContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Volume integrals of T and S over the kept levels of each column, physical units, (B, H, W)."""
+    volume = ctx.ops.volume
+    return ((ctx.denormalise(x, "toce") * volume).sum(1), (ctx.denormalise(x, "soce") * volume).sum(1))
+
+
+@pytest.mark.parametrize("margin", [1e-3, 0.0])
+def test_the_constraint_leaves_no_unstable_interface_and_conserves_columns(dino, model, margin):
+    layout, norm, ctx, data = model
+    x = _inverted(data, ctx)
+    count = StableStratification().unstable
+    assert (count(x, ctx) > 500).all()
+    constraint = ConvectiveAdjustment(margin=margin)
+    assert constraint(x, 0, ctx) is x and constraint(x, 999, ctx) is x  # a final constraint only
+    y = constraint.finish(x, ctx)
+    if margin > 0:  # neutral layers (margin 0) may flip by rounding through the normalisation
+        assert (count(y, ctx) == 0).all(), count(y, ctx)
+    else:
+        assert (count(y, ctx) < 0.02 * count(x, ctx)).all()
+    for before, after in zip(_column_totals(x, ctx), _column_totals(y, ctx), strict=True):
+        torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-12 * float(before.abs().max()))
+    assert torch.equal(y[:, ctx.channels["ssh"]], x[:, ctx.channels["ssh"]])
+    assert torch.equal(y[:, ~ctx.ops.mask], x[:, ~ctx.ops.mask])
+    # stable data stay exactly as they are... except the few interfaces that are unstable by rounding
+    stable = data.clone()
+    finished = constraint.finish(stable, ctx)
+    assert float((finished - stable).abs().max()) < 1e-2
+
+
+def test_the_constraint_in_float32_and_the_sampling_loop_protocol(dino, model):
+    layout, norm, ctx, data = model
+    ctx32 = ConstraintContext.from_model(dino, layout, norm)
+    x = _inverted(data, ctx).float()
+    (constraint,) = get_constraints("convective_adjustment", layout=layout)
+    assert constraint.at_end and isinstance(constraint, ConvectiveAdjustment)
+    assert CONSTRAINTS["convective_adjustment"] is ConvectiveAdjustment
+    y = constraint.finish(x, ctx32)
+    assert y.dtype == torch.float32
+    # as the diagnostics count (float64 densities of the float32 values): none left
+    rho = potential_density(ctx32.denormalise(y, "toce").double(), ctx32.denormalise(y, "soce").double())
+    assert int(((rho[:, :-1] > rho[:, 1:]) & ctx.ops.interface_mask).sum()) == 0
+    # in float32 arithmetic a few untouched pairs within one float32 ulp of neutral may count
+    assert (StableStratification().unstable(y, ctx32) <= 0.01 * StableStratification().unstable(x, ctx32)).all()
+    for before, after in zip(_column_totals(x.double(), ctx), _column_totals(y.double(), ctx), strict=True):
+        torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5 * float(before.abs().max()))
+
+
+def test_the_constraint_follows_the_context_salinity(dino, model):
+    layout, norm, ctx, data = model
+    practical = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64, salinity="practical")
+    assert ConvectiveAdjustment().eos_for(practical) == "eos80-poly"
+    assert ConvectiveAdjustment().eos_for(ctx) == "teos10-poly"
+    assert ConvectiveAdjustment(eos="seos").eos_for(practical) == "seos"
+    x = _inverted(data, ctx)
+    y = ConvectiveAdjustment().finish(x, practical)
+    assert (StableStratification(eos="eos80-poly").unstable(y, practical) == 0).all()
+    with pytest.raises(ConstraintError, match="eos"):
+        ConvectiveAdjustment(eos="linear")
+    with pytest.raises(ConstraintError, match="margin"):
+        ConvectiveAdjustment(margin=-1.0)
+    with pytest.raises(ConstraintError, match="keeps 1 level"):
+        ConvectiveAdjustment().check(Layout.from_dataset(dino, levels=[0]))
+
+
+def test_stable_stratification_finish_is_bounded_in_physical_units(dino, model):
+    """A pathological state (10-sigma noise) moves by at most 0.5 degC and 0.1 salinity per finishing step."""
+    layout, norm, ctx, data = model
+    g = torch.Generator().manual_seed(4)
+    wild = data + 10.0 * torch.randn(data.shape, generator=g, dtype=data.dtype)
+    wild = torch.where(ctx.ops.mask, wild, torch.zeros_like(wild))
+    for iterations in (1, 50):
+        constraint = StableStratification(final_iterations=iterations)
+        finished = constraint.finish(wild, ctx)
+        assert torch.isfinite(finished).all()
+        dt = (ctx.denormalise(finished, "toce") - ctx.denormalise(wild, "toce")).abs().max()
+        ds = (ctx.denormalise(finished, "soce") - ctx.denormalise(wild, "soce")).abs().max()
+        assert float(dt) <= 0.5 * iterations + 1e-9
+        assert float(ds) <= 0.1 * iterations + 1e-9
+    salinity = ctx.denormalise(wild, "soce")[:, ctx.ops.level_mask]
+    finished_salinity = ctx.denormalise(finished, "soce")[:, ctx.ops.level_mask]
+    assert float(finished_salinity.max()) <= float(salinity.max()) + 5.0 + 1e-9  # never 70
+    with pytest.raises(ConstraintError, match="positive"):
+        StableStratification(max_step_soce=0.0)
+    # a realistic isolated inversion (1 degC) still goes in one capped step
+    x = data.clone()
+    (south, _), (west, _) = layout.padding
+    k, j, i = 5, south + 30, west + 8
+    x[0, int(ctx.toce_channels[k + 1]), j, i] += 1.0 / ctx.field_scale["toce"][k + 1, 0, 0]
+    y = StableStratification(final_iterations=1, margin=0.0).finish(x, ctx)
+    rho = potential_density(ctx.denormalise(y, "toce")[0, k : k + 2, j, i], ctx.denormalise(y, "soce")[0, k : k + 2, j, i])
+    assert float(rho[0] - rho[1]) < 1e-3
+
+
+# --- the datasets front ends ----------------------------------------------------------------------
+
+
+def _inverted_dataset(ds: xr.Dataset) -> xr.Dataset:
+    """A copy with the top 12 levels upside down (cold, salty water on top) in half the records."""
+    flipped = ds.copy()
+    toce = ds.toce.values.copy()
+    soce = ds.soce.values.copy()
+    toce[::2, :12] = toce[::2, 11::-1]
+    soce[::2, :12] = soce[::2, 11::-1]
+    flipped["toce"] = ds.toce.copy(data=toce)
+    flipped["soce"] = ds.soce.copy(data=soce)
+    return flipped
+
+
+def test_convective_adjustment_of_a_dataset_is_lazy_and_matches_the_columns(dino):
+    inverted = _inverted_dataset(dino.compute()).chunk({"t": 1})
+    out = convective_adjustment(inverted)
+    assert out.toce.chunks is not None and out.toce.dims == dino.toce.dims
+    assert out.toce.attrs["units"] == dino.toce.attrs["units"]
+    assert "convective_adjustment" in out.attrs["history"].split("\n")[0]
+    volume = (dino.e1t * dino.e2t * dino.e3t).where(dino.tmask, 0.0).transpose("z_c", "y_c", "x_c").values
+    t, s = adjust_columns(inverted.toce.values, inverted.soce.values, volume, eos="teos10-poly", axis=1)
+    np.testing.assert_array_equal(out.toce.values, t)
+    np.testing.assert_array_equal(out.soce.values, s)
+    with pytest.raises(MissingVariableError, match="soce"):
+        convective_adjustment(dino.drop_vars("soce"))
+
+
+def test_adjustment_distance_is_zero_on_the_data_and_an_rms_on_an_inverted_copy(dino):
+    distance = adjustment_distance(dino).compute()
+    names = [f"convective_distance_{f}_{b}" for f in ("toce", "soce") for b in ("0-200m", "200-1000m", "below-1000m")]
+    assert sorted(distance.data_vars) == sorted(names)
+    assert distance["convective_distance_toce_0-200m"].dims == ("t",)
+    assert distance["convective_distance_toce_0-200m"].attrs["units"] == "degC"
+    assert distance["convective_distance_soce_0-200m"].attrs["units"] == "g kg-1"
+    for name in names:
+        assert float(distance[name].max()) < 5e-3, name  # stable by construction, up to float32 rounding
+
+    inverted = _inverted_dataset(dino.compute())
+    distance = adjustment_distance(inverted).compute()
+    # independent: numpy columns, numpy masks from the T depths, numpy RMS
+    volume = (dino.e1t * dino.e2t * dino.e3t).where(dino.tmask, 0.0).transpose("z_c", "y_c", "x_c").values
+    toce, soce = inverted.toce.values, inverted.soce.values  # float32, as the dataset holds them
+    t, s = adjust_columns(toce, soce, volume, eos="teos10-poly", axis=1)
+    depth = dino.gdept_1d.values[:, None, None]
+    wet = dino.tmask.values
+    bands = {"0-200m": wet & (depth < 200), "200-1000m": wet & (depth >= 200) & (depth < 1000),
+             "below-1000m": wet & (depth >= 1000)}
+    for field, before, after in (("toce", toce, t), ("soce", soce, s)):
+        change = np.nan_to_num(after.astype(np.float64) - before.astype(np.float64))
+        for band, mask in bands.items():
+            w = np.where(mask, volume, 0.0)
+            expected = np.sqrt((w * change**2).sum(axis=(1, 2, 3)) / w.sum())
+            np.testing.assert_allclose(distance[f"convective_distance_{field}_{band}"].values, expected,
+                                       rtol=1e-6, atol=1e-9)
+    assert float(distance["convective_distance_toce_0-200m"][0]) > 0.1  # the flipped records move
+    assert float(distance["convective_distance_toce_0-200m"][1]) < 5e-3  # the others do not
