@@ -143,3 +143,13 @@ def test_connect_without_distributed(monkeypatch):
         connect(local_workers=1)
     assert isinstance(info.value, XOceanDiffError) and isinstance(info.value, ImportError)
     assert connect() is None  # nothing asked for, nothing imported
+
+
+def test_lazy_chunks_drive_to_the_same_chosen_level_means(data, model):
+    """The level means given travel to the workers: the lazy result equals the eager one."""
+    stats = data.isel(t=slice(0, 3)).oceandiff.statistics(weighted=True).compute()
+    eager = data.oceandiff.sample(2, CONSTRAINTS, model=model, progress=False, level_means=stats, batch_size=1, **KW)
+    lazy = data.oceandiff.sample(2, CONSTRAINTS, model=model, chunks=1, level_means=stats, batch_size=1, **KW)
+    np.testing.assert_allclose(lazy.toce.compute(scheduler="sync").values, eager.toce.values, rtol=0, atol=1e-5)
+    default = data.oceandiff.sample(2, CONSTRAINTS, model=model, progress=False, batch_size=1, **KW)
+    assert np.nanmax(np.abs(default.toce.values - eager.toce.values)) > 1e-3  # the means did change something

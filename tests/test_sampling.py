@@ -231,3 +231,28 @@ def test_non_finite_samples_are_refused_and_their_source_named(data, model):
         next(broken.net.parameters()).fill_(float("inf"))
     with pytest.raises(InvalidDataError, match="first produced by the denoiser at step"):
         data.oceandiff.sample(1, model=broken, steps=2, progress=False)
+
+
+def test_level_means_of_chosen_records_are_what_zero_mean_drives_to(data, model):
+    """zero_mean drives each kept level's area-weighted mean to the statistics given (here of 4 records
+    that differ from the training mean), eagerly; the samples record where their means came from."""
+    recent = data.isel(t=slice(0, 4))
+    recent.attrs["level_means_source"] = "records 0-3"
+    stats = recent.oceandiff.statistics(weighted=True).compute()
+    stats.attrs["level_means_source"] = "records 0-3"
+    samples = data.oceandiff.sample(2, ["zero_mean"], model=model, steps=6, progress=False, level_means=stats)
+    area = (data.e1t * data.e2t).where(data.tmask).fillna(0)
+    kept = list(model.card.layout.levels)
+    got = samples.toce.weighted(area).mean(("y_c", "x_c")).isel(z_c=kept).values
+    # oracle: numpy area-weighted means of those 4 records
+    toce = recent.toce.values[:, kept]
+    weights = np.broadcast_to(area.transpose("z_c", "y_c", "x_c").values[kept], toce.shape)
+    ocean = np.isfinite(toce)
+    expected = (np.where(ocean, toce, 0) * weights).sum((0, 2, 3)) / (weights * ocean).sum((0, 2, 3))
+    scale = np.asarray(model.card.normaliser.scale["toce"])[kept]
+    assert np.max(np.abs(got - expected) / scale) < 1e-4
+    training = np.asarray(model.card.training_means["toce"])[kept]
+    assert np.max(np.abs(expected - training) / scale) > 1e-3  # the test tells the two targets apart
+    assert samples.attrs["level_means"] == "records 0-3"
+    with pytest.raises(InvalidDataError, match="level_means: no 'toce_mean'"):
+        data.oceandiff.sample(1, ["zero_mean"], model=model, steps=2, level_means=stats.drop_vars("toce_mean"))

@@ -185,12 +185,16 @@ class OceanDiffAccessor:
         dtype: torch.dtype | None = None,
         chunks: int | None = None,
         progress: bool = True,
+        level_means: xr.Dataset | str | None = None,
     ) -> xr.Dataset:
         """Generate ``n`` ocean states on this dataset's grid: in memory, or lazily with ``chunks``.
 
         Eager: :func:`xoceandiff.sampling.sample`; with ``chunks=k``, a dask-backed Dataset with one task per
         ``k`` samples (:func:`xoceandiff.parallel.sample_lazy`; the model must then be a saved checkpoint).
         The default sampler is DDIM with 50 steps; ``sampler="ddpm"`` (1000 steps) is the paper's setting.
+        ``level_means`` chooses what ``zero_mean`` drives the level means to: the training data's (default) or
+        the statistics of chosen records (``ds.isel(t=slice(-72, None)).oceandiff.statistics(weighted=True)``
+        places the samples at the end of a run that still drifts).
 
         Examples
         --------
@@ -204,11 +208,11 @@ class OceanDiffAccessor:
             from .parallel import sample_lazy
 
             return sample_lazy(self._ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps,
-                               seed=seed, batch_size=batch_size, device=device, dtype=dtype)
+                               seed=seed, batch_size=batch_size, device=device, dtype=dtype, level_means=level_means)
         from .sampling import sample
 
         return sample(self._ds, n, constraints, model=model, sampler=sampler, steps=steps, seed=seed,
-                      batch_size=batch_size, device=device, dtype=dtype, progress=progress)
+                      batch_size=batch_size, device=device, dtype=dtype, progress=progress, level_means=level_means)
 
     # -- diagnostics --------------------------------------------------------------------------------
 

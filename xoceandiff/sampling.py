@@ -26,7 +26,7 @@ size (bitwise for the same batch size and torch thread count; to float tolerance
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ from .canonical import field_attrs
 from .card import ModelCard
 from .constraints import Constraint, ConstraintContext, get_constraints
 from .conventions import PAPER_REFERENCE, SAMPLE_DIM
-from .errors import CheckpointError, InvalidDataError
+from .errors import CheckpointError, GridMismatchError, InvalidDataError
 from .layout import from_tensor
 from .model import Denoiser, load_model
 from .pretrained import bundled_model, bundled_model_fits
@@ -306,6 +306,31 @@ class SamplingPlan:
     model: Denoiser
     constraints: tuple[Constraint, ...]
     options: SamplingOptions
+    level_means: Mapping[str, tuple[float, ...]] | None = None
+    level_means_source: str = "training"
+
+    @property
+    def means(self) -> Mapping[str, tuple[float, ...]] | None:
+        """The level means the mean constraints drive to: the given ones, else the training data's."""
+        return self.level_means if self.level_means is not None else self.model.card.training_means
+
+
+def _level_means(stats: xr.Dataset, card: ModelCard) -> dict[str, tuple[float, ...]]:
+    """Per-field level means from a statistics Dataset, checked against the model's fields and levels."""
+    out = {}
+    for name in card.fields:
+        key = f"{name}_mean"
+        if key not in stats.variables:
+            raise InvalidDataError(
+                f"level_means: no {key!r} in the statistics given (found {sorted(map(str, stats.data_vars))}); pass "
+                "ds.oceandiff.statistics(weighted=True) of the records whose means the samples should have."
+            )
+        values = np.atleast_1d(np.asarray(stats[key].values, dtype=np.float64))
+        expected = card.layout.n_levels if card.layout.three_dimensional(name) else 1
+        if values.size != expected:
+            raise GridMismatchError(f"level_means: {key} has {values.size} levels, the model's grid {expected}.")
+        out[name] = tuple(values.tolist())
+    return out
 
 
 def plan_sampling(
@@ -315,8 +340,13 @@ def plan_sampling(
     *,
     model: Denoiser | str | os.PathLike | None = None,
     options: SamplingOptions | None = None,
+    level_means: xr.Dataset | str | None = None,
 ) -> SamplingPlan:
     """Check a sampling request before any work (the eager and the chunked paths share it).
+
+    ``level_means`` (the targets of ``zero_mean`` and ``gradient_zero_mean``): None or ``"training"`` for
+    the training data's area-weighted level means, or a statistics Dataset (e.g. of the last records of a
+    run that still drifts: ``ds.isel(t=slice(-36, None)).oceandiff.statistics(weighted=True)``).
 
     Raises a clear error for ``n <= 0``, an unknown sampler or steps out of range, a model without a card
     or on another grid (:class:`~xoceandiff.errors.GridMismatchError`), and a constraint that needs a field
@@ -334,7 +364,15 @@ def plan_sampling(
     model.card.check_grid(ds)
     chosen = tuple(get_constraints(constraints, layout=model.card.layout))
     make_scheduler(model, options.sampler, options.steps)  # validates steps against the model's schedule
-    return SamplingPlan(model, chosen, options)
+    if level_means is None or (isinstance(level_means, str) and level_means == "training"):
+        return SamplingPlan(model, chosen, options)
+    if not isinstance(level_means, xr.Dataset):
+        raise InvalidDataError(
+            f"level_means: expected 'training' or a statistics Dataset (ds.oceandiff.statistics(weighted=True)), "
+            f"found {type(level_means).__name__}."
+        )
+    source = str(level_means.attrs.get("level_means_source", "given statistics"))
+    return SamplingPlan(model, chosen, options, _level_means(level_means.compute(), model.card), source)
 
 
 def generate(grid: xr.Dataset, plan: SamplingPlan, indices: Sequence[int]) -> xr.Dataset:
@@ -346,7 +384,7 @@ def generate(grid: xr.Dataset, plan: SamplingPlan, indices: Sequence[int]) -> xr
     card = model.card
     device = options.device or next(model.parameters()).device
     ctx = ConstraintContext.from_model(grid, card.layout, card.normaliser, device=device, dtype=options.dtype,
-                                       means=card.training_means, salinity=card.salinity)
+                                       means=plan.means, salinity=card.salinity)
     tensors = sample_tensors(model, indices, plan.constraints, ctx=ctx, options=options)
     out = from_tensor(tensors, card.layout, grid, dim=SAMPLE_DIM, normaliser=card.normaliser)
     for name in card.fields:
@@ -384,6 +422,7 @@ def sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     progress: bool = True,
+    level_means: xr.Dataset | str | None = None,
 ) -> xr.Dataset:
     """Generate ``n`` ocean states on the grid of ``ds``, in physical units, in memory.
 
@@ -414,6 +453,11 @@ def sample(
         is not moved.
     progress : bool
         Show a progress bar.
+    level_means : "training" or xarray.Dataset, optional
+        What ``zero_mean`` / ``gradient_zero_mean`` drive each level's area-weighted mean to: the training
+        data's (default: on a run that still drifts, the middle of the training period), or the statistics
+        of chosen records, e.g. the last year's to place the samples at the end of the run
+        (``ds.isel(t=slice(-72, None)).oceandiff.statistics(weighted=True)``).
 
     Returns
     -------
@@ -432,7 +476,7 @@ def sample(
     options = SamplingOptions(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
                               device=None if device is None else torch.device(device),
                               dtype=dtype or torch.float32, progress=progress)
-    plan = plan_sampling(ds, n, constraints, model=model, options=options)
+    plan = plan_sampling(ds, n, constraints, model=model, options=options, level_means=level_means)
     out = generate(ds, plan, range(int(n)))
     out.attrs = sample_metadata(ds.attrs, plan)
     return out
@@ -455,6 +499,7 @@ def sample_metadata(template_attrs, plan: SamplingPlan) -> dict:
             "sampling_steps": int(plan.options.steps),
             "constraints": ", ".join(_name(c) for c in plan.constraints) or "none",
             "seed": int(plan.options.seed),
+            "level_means": plan.level_means_source,
         }
     )
     return attrs
