@@ -7,6 +7,9 @@ import pytest
 import torch
 
 import xoceandiff
+from xoceandiff.constraints import ConstraintContext
+from xoceandiff.layout import Layout, to_tensor
+from xoceandiff.normalisation import Normaliser, normalise, statistics
 
 
 class ComputeCounter(dask.callbacks.Callback):
@@ -46,3 +49,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def chunked_dino():
+    """8 snapshots of the 4-degree grid in one dask chunk: the data of the chunked-generation tests."""
+    return xoceandiff.datasets.dino(n=8, resolution=4.0, seed=2, chunks=8)
+
+
+@pytest.fixture(scope="session")
+def saved_tiny_model(chunked_dino, tmp_path_factory):
+    """A tiny model trained 3 steps on ``chunked_dino`` and saved (workers load checkpoints from disk)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("ckpt")
+    trained = xoceandiff.training.train(chunked_dino, "tiny", steps=3, batch_size=4, progress=False,
+                                        checkpoint_dir=folder)
+    torch.set_num_threads(threads)
+    return trained
+
+
+@pytest.fixture(scope="session")
+def constraint_case():
+    """Two 4-degree snapshots, their layout, 3-std normaliser, float64 constraint context and tensors."""
+    dino = xoceandiff.datasets.dino(n=2, resolution=4.0, seed=11)
+    layout = Layout.from_dataset(dino)
+    norm = Normaliser.from_statistics(statistics(dino), scheme="3-std")
+    ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
+    data = to_tensor(normalise(dino, norm), layout).double()
+    return dino, (layout, norm, ctx, data)

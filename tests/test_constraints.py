@@ -7,7 +7,6 @@ import pytest
 import torch
 import xarray as xr
 
-import xoceandiff
 from xoceandiff.constraints import (
     ALIASES,
     CONSTRAINTS,
@@ -32,18 +31,14 @@ from xoceandiff.normalisation import Normaliser, normalise, statistics
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def dino():
-    return xoceandiff.datasets.dino(n=2, resolution=4.0, seed=11)
+@pytest.fixture
+def dino(constraint_case):
+    return constraint_case[0]
 
 
-@pytest.fixture(scope="module")
-def model(dino):
-    layout = Layout.from_dataset(dino)
-    norm = Normaliser.from_statistics(statistics(dino), scheme="3-std")
-    ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
-    data = to_tensor(normalise(dino, norm), layout).double()
-    return layout, norm, ctx, data
+@pytest.fixture
+def model(constraint_case):
+    return constraint_case[1]
 
 
 def _noisy(data: torch.Tensor, ctx: ConstraintContext, scale: float = 0.3, seed: int = 0):

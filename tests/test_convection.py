@@ -7,7 +7,6 @@ import pytest
 import torch
 import xarray as xr
 
-import xoceandiff
 from xoceandiff.constraints import (
     CONSTRAINTS,
     BorderZero,
@@ -24,8 +23,7 @@ from xoceandiff.convection import (
 )
 from xoceandiff.eos import potential_density
 from xoceandiff.errors import ConstraintError, InvalidDataError, MissingVariableError
-from xoceandiff.layout import Layout, to_tensor
-from xoceandiff.normalisation import Normaliser, normalise, statistics
+from xoceandiff.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,18 +161,14 @@ def test_numpy_and_torch_agree(eos):
 # --- the constraint -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dino():
-    return xoceandiff.datasets.dino(n=2, resolution=4.0, seed=11)
+@pytest.fixture
+def dino(constraint_case):
+    return constraint_case[0]
 
 
-@pytest.fixture(scope="module")
-def model(dino):
-    layout = Layout.from_dataset(dino)
-    norm = Normaliser.from_statistics(statistics(dino), scheme="3-std")
-    ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
-    data = to_tensor(normalise(dino, norm), layout).double()
-    return layout, norm, ctx, data
+@pytest.fixture
+def model(constraint_case):
+    return constraint_case[1]
 
 
 def _inverted(data: torch.Tensor, ctx: ConstraintContext, seed: int = 1) -> torch.Tensor:

@@ -17,25 +17,19 @@ import xarray as xr
 import xoceandiff
 from xoceandiff.errors import CheckpointError, InvalidDataError, OutputExistsError
 from xoceandiff.parallel import connect, generate_to_netcdf, part_paths
-from xoceandiff.training import train
 
 KW = dict(sampler="ddim", steps=4, seed=9)
 CONSTRAINTS = ["zero_mean", "border_zero_gradient"]
 
 
-@pytest.fixture(scope="module")
-def data():
-    return xoceandiff.datasets.dino(n=8, resolution=4.0, seed=2, chunks=8)
+@pytest.fixture
+def data(chunked_dino):
+    return chunked_dino
 
 
-@pytest.fixture(scope="module")
-def model(data, tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("ckpt")
-    trained = train(data, "tiny", steps=3, batch_size=4, progress=False, checkpoint_dir=folder)
-    torch.set_num_threads(threads)
-    return trained
+@pytest.fixture
+def model(saved_tiny_model):
+    return saved_tiny_model
 
 
 def test_lazy_until_computed(data, model, compute_counter):

@@ -398,9 +398,7 @@ class Denoiser(torch.nn.Module):
         parameter = next(self.parameters())
         if not self.training and parameter.device == device and parameter.dtype == dtype:
             return self
-        clone = copy.deepcopy(self).to(device=device, dtype=dtype).eval()
-        clone.card = self.card
-        return clone
+        return copy.deepcopy(self).to(device=device, dtype=dtype).eval()  # the frozen card is shared, not copied
 
 
 def load_model(

@@ -98,9 +98,8 @@ def reference_for(model: Denoiser, *, n: int = 1, seed: int | None = None) -> xr
     """
     from .datasets import dino
 
-    card = getattr(model, "card", None)
-    # until every loaded model carries a card, the provenance may still sit in the free metadata
-    provenance = dict(card.dataset) if card is not None else dict(model.metadata.get("dataset") or {})
+    card = model.card
+    provenance = dict(card.dataset) if card is not None else {}
     if "dino_resolution" not in provenance:
         raise CheckpointError(
             "model: expected a checkpoint trained on the embedded DINO-like data (a dataset record with "
