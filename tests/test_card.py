@@ -52,6 +52,32 @@ def test_checkpoint_carries_the_card_and_the_grid(data, tmp_path):
     for name, values in model.card.grid_kit.items():
         np.testing.assert_array_equal(loaded.card.grid_kit[name], values)
     xr.testing.assert_identical(loaded.card.grid, model.card.grid)
+    assert set(loaded.card.record_means) == {"record", "toce", "soce", "ssh"}
+    for name, values in model.card.record_means.items():
+        np.testing.assert_array_equal(loaded.card.record_means[name], values)
+
+
+def test_card_keeps_evenly_spaced_record_level_means(data, monkeypatch):
+    """Area-weighted level means of evenly spaced records (numpy oracle), capped at MAX_RECORD_MEANS."""
+    import xoceandiff.card as card_module
+
+    monkeypatch.setattr(card_module, "MAX_RECORD_MEANS", 4)
+    card = ModelCard.from_dataset(data)
+    records = card.record_means["record"]
+    assert records.tolist() == [0, 2, 3, 5]  # 6 records, 4 kept, evenly spaced
+    area = (data.e1t * data.e2t).values
+    for name in ("toce", "soce"):
+        values = data[name].values[records]
+        weights = np.where(np.isfinite(values), area, 0.0)
+        with np.errstate(invalid="ignore"):
+            expected = np.nansum(values * weights, (2, 3)) / weights.sum((2, 3))
+        np.testing.assert_allclose(card.record_means[name], expected, rtol=1e-10, equal_nan=True)
+    ssh = data.ssh.values[records]
+    expected = np.nansum(ssh * area, (1, 2)) / np.sum(np.where(np.isfinite(ssh), area, 0), (1, 2))
+    np.testing.assert_allclose(card.record_means["ssh"][:, 0], expected, rtol=1e-10)
+    with pytest.raises(Exception, match="record_means: expected toce of shape"):
+        ModelCard(card.layout, card.normaliser, card.grid_shape, card.mask_sha256,
+                  record_means={**card.record_means, "toce": card.record_means["toce"][:, :3]})
 
 
 def test_samples_carry_the_salinity_kind_and_the_training_ranges(data):

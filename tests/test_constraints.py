@@ -238,6 +238,30 @@ def test_border_zero_gradient_narrow_passages(dino):
     assert (dx[0, 0, 22:29, 10] == 0).all()
 
 
+def test_border_zero_gradient_about_a_background_closes_the_anomaly_faces_and_keeps_the_background(dino):
+    """With a background b (a model's per-cell training mean), b + anomaly -> b + Z(anomaly): the background
+    itself passes unchanged, and xgcm's diff of the departure from b is 0 across every X boundary face."""
+    layout = Layout.from_dataset(dino)
+    norm = Normaliser.from_statistics(statistics(dino), scheme="3-std")
+    plain = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
+    g = torch.Generator().manual_seed(11)
+    background = torch.randn((layout.channels, *layout.shape), generator=g, dtype=torch.float64)
+    ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64, background=background)
+    torch.testing.assert_close(BorderZeroGradient()(background[None], 0, ctx), background[None], rtol=0, atol=0)
+    anomaly = torch.randn((2, layout.channels, *layout.shape), generator=g, dtype=torch.float64)
+    y = BorderZeroGradient()(background + anomaly, 0, ctx)
+    torch.testing.assert_close(y - background, BorderZeroGradient()(anomaly, 0, plain), rtol=0, atol=1e-12)
+    dx = build_grid(dino).diff(_fields(y - background, ctx), "X").values
+    masks = ctx.ops.unpad(ctx.ops.mask).numpy()
+    for c in (0, layout.channels - 1):
+        _, xfaces = _boundary_faces(masks[c], "X", periodic=True)
+        assert xfaces and all(abs(dx[:, c, j, i]).max() < 1e-12 for j, i in xfaces)
+    # the plain rule would have moved the background's own boundary cells
+    assert not torch.equal(BorderZeroGradient()(background[None], 0, plain), background[None])
+    with pytest.raises(Exception, match="background: expected"):
+        ConstraintContext.from_model(dino, layout, norm, background=background[:, :-1])
+
+
 # --- static stability -----------------------------------------------------------------------------
 
 

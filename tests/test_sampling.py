@@ -233,6 +233,46 @@ def test_non_finite_samples_are_refused_and_their_source_named(data, model):
         data.oceandiff.sample(1, model=broken, steps=2, progress=False)
 
 
+def test_level_means_records_drive_each_sample_to_one_training_records_profile(data, model):
+    """level_means="records": each sample's area-weighted level means are those of the training record it drew
+    (numpy oracle on the data), the record is named in a coordinate, the draw does not depend on batching."""
+    card = model.card
+    assert card.record_means["record"].tolist() == list(range(16))  # 16 records: all kept
+    samples = data.oceandiff.sample(4, ["zero_mean"], model=model, steps=6, progress=False, level_means="records",
+                                    batch_size=3)
+    records = samples.level_means_record.values
+    assert len(set(records.tolist())) > 1 and samples.attrs["level_means"] == "records"
+    area = (data.e1t * data.e2t).where(data.tmask).fillna(0)
+    kept = list(card.layout.levels)
+    got = samples.toce.weighted(area).mean(("y_c", "x_c")).isel(z_c=kept).values
+    toce = data.toce.values[records][:, kept]
+    weights = np.broadcast_to(area.transpose("z_c", "y_c", "x_c").values[kept], toce.shape)
+    ocean = np.isfinite(toce)
+    expected = (np.where(ocean, toce, 0) * weights).sum((2, 3)) / (weights * ocean).sum((2, 3))
+    scale = np.asarray(card.normaliser.scale["toce"])[kept]
+    assert np.max(np.abs(got - expected) / scale) < 1e-4
+    ssh = data.ssh.values[records]
+    ssh_area = area.isel(z_c=0).values
+    ssh_expected = np.nansum(ssh * ssh_area, (1, 2)) / np.sum(ssh_area * np.isfinite(ssh), (1, 2))
+    got_ssh = samples.ssh.weighted(area.isel(z_c=0)).mean(("y_c", "x_c")).values
+    assert np.max(np.abs(got_ssh - ssh_expected)) / card.normaliser.scale["ssh"][0] < 1e-4
+    one_by_one = data.oceandiff.sample(4, ["zero_mean"], model=model, steps=6, progress=False,
+                                       level_means="records", batch_size=1)
+    np.testing.assert_array_equal(one_by_one.level_means_record.values, records)
+    np.testing.assert_allclose(one_by_one.toce.values, samples.toce.values, rtol=0, atol=1e-4)  # float32 batching
+
+
+def test_level_means_records_refused_for_a_card_without_them(data, model):
+    from dataclasses import replace
+
+    old = prepare_model(data, "tiny")
+    old.card = replace(old.card, record_means=None)
+    with pytest.raises(CheckpointError, match="keeps no per-record level means"):
+        data.oceandiff.sample(1, ["zero_mean"], model=old, steps=2, level_means="records")
+    with pytest.raises(InvalidDataError, match="level_means: expected 'training', 'records'"):
+        data.oceandiff.sample(1, ["zero_mean"], model=model, steps=2, level_means="latest")
+
+
 def test_level_means_of_chosen_records_are_what_zero_mean_drives_to(data, model):
     """zero_mean drives each kept level's area-weighted mean to the statistics given (here of 4 records
     that differ from the training mean), eagerly; the samples record where their means came from."""

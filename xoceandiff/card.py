@@ -23,13 +23,24 @@ import dask
 import numpy as np
 import xarray as xr
 
-from .canonical import GRID_KIT, SalinityKind, grid_from_kit, salinity_kind
+from .canonical import (
+    GRID_KIT,
+    SalinityKind,
+    X,
+    Y,
+    Z,
+    cell_area,
+    grid_from_kit,
+    ocean_mask,
+    record_dim,
+    salinity_kind,
+)
 from .canonical import grid_kit as kit_of
 from .errors import CheckpointError, InvalidDataError
 from .layout import Layout, check_fingerprint, grid_fingerprint
 from .normalisation import Normaliser, statistics
 
-__all__ = ["ModelCard", "CARD_KEYS", "PROVENANCE_ATTRS"]
+__all__ = ["ModelCard", "CARD_KEYS", "PROVENANCE_ATTRS", "MAX_RECORD_MEANS"]
 
 CARD_KEYS = ("layout", "normalisation", "variables", "grid", "area_weighted_means", "periodic_x", "dataset",
              "training", "salinity", "training_range")
@@ -100,6 +111,12 @@ class ModelCard:
     grid_kit : mapping of str to numpy.ndarray, or None
         The grid variables of :data:`xoceandiff.canonical.GRID_KIT` (saved with the weights), so that the
         model can sample on its grid with no data file; None for checkpoints written before they were kept.
+    record_means : mapping of str to numpy.ndarray, or None
+        Area-weighted level means of up to :data:`MAX_RECORD_MEANS` training records, evenly spaced over
+        the set: per field an array ``(records, levels)`` (``ssh``: ``(records, 1)``; NaN on land-only
+        levels), and ``"record"``, their indices in the training set. The targets of
+        ``level_means="records"`` (each sample's mean constraints drive to one record's profile); saved
+        with the weights; None for checkpoints written before they were kept.
 
     Examples
     --------
@@ -124,6 +141,7 @@ class ModelCard:
     training_min: Mapping[str, tuple[float, ...]] | None = None
     training_max: Mapping[str, tuple[float, ...]] | None = None
     grid_kit: Mapping[str, np.ndarray] | None = None
+    record_means: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", _frozen(self.dataset))
@@ -140,6 +158,8 @@ class ModelCard:
             if missing:
                 raise CheckpointError(f"grid_kit: the model's grid lacks {missing}; expected {list(GRID_KIT)}.")
             object.__setattr__(self, "grid_kit", ReadOnlyMapping({k: np.asarray(self.grid_kit[k]) for k in GRID_KIT}))
+        if self.record_means is not None:
+            object.__setattr__(self, "record_means", _checked_record_means(self.record_means, self.layout))
 
     def __deepcopy__(self, memo: dict) -> ModelCard:
         return self  # immutable: copies of a model share their card
@@ -163,8 +183,8 @@ class ModelCard:
         # The mean constraints drive area-weighted level means (method.md), whatever the weighting of the
         # normalisation statistics.
         area_means = stats if weighted else statistics(ds, weighted=True)
-        stats, area_means = dask.compute(stats, area_means)
         layout = Layout.from_dataset(ds, levels=levels)
+        stats, area_means, record_means = dask.compute(stats, area_means, _record_means(ds, layout.fields))
         fingerprint = grid_fingerprint(ds)
         return cls(
             layout=layout,
@@ -178,13 +198,15 @@ class ModelCard:
             training_min=_per_level(stats, layout.fields, "min"),
             training_max=_per_level(stats, layout.fields, "max"),
             grid_kit=kit_of(ds),
+            record_means=record_means,
         )
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any], grid_kit: Mapping[str, Any] | None = None) -> ModelCard:
+    def from_metadata(cls, metadata: Mapping[str, Any], grid_kit: Mapping[str, Any] | None = None,
+                      record_means: Mapping[str, Any] | None = None) -> ModelCard:
         """The card recorded in a checkpoint's metadata (the inverse of :meth:`to_metadata`).
 
-        ``grid_kit`` holds the grid arrays saved beside the weights (:meth:`grid_tensors`), if any.
+        ``grid_kit`` and ``record_means`` hold the arrays saved beside the weights (:meth:`grid_tensors`), if any.
 
         Raises
         ------
@@ -220,6 +242,7 @@ class ModelCard:
             training_min=_from_json(ranges.get("min")),
             training_max=_from_json(ranges.get("max")),
             grid_kit=None if grid_kit is None else {k: np.asarray(v) for k, v in grid_kit.items()},
+            record_means=None if not record_means else {k: np.asarray(v) for k, v in record_means.items()},
         )
 
     def with_training(self, record: Mapping[str, Any]) -> ModelCard:
@@ -256,12 +279,15 @@ class ModelCard:
         return grid_from_kit(self.grid_kit, periodic_x=self.periodic_x)
 
     def grid_tensors(self) -> dict[str, Any]:
-        """The grid kit as tensors to save beside the weights (``grid.<name>``); empty without a kit."""
+        """The grid kit and the record means as tensors to save beside the weights (``grid.<name>``,
+        ``record_means.<name>``); empty without them."""
         import torch
 
-        if self.grid_kit is None:
-            return {}
-        return {f"grid.{name}": torch.from_numpy(np.ascontiguousarray(values)) for name, values in self.grid_kit.items()}
+        tensors = {}
+        for prefix, table in (("grid", self.grid_kit), ("record_means", self.record_means)):
+            for name, values in (table or {}).items():
+                tensors[f"{prefix}.{name}"] = torch.from_numpy(np.ascontiguousarray(values))
+        return tensors
 
     def check_grid(self, ds: xr.Dataset) -> None:
         """Raise :class:`~xoceandiff.errors.GridMismatchError` unless ``ds`` is on the model's grid."""
@@ -281,6 +307,42 @@ class ModelCard:
             "salinity": self.salinity,
             "training_range": {"min": _to_json(self.training_min), "max": _to_json(self.training_max)},
         }
+
+
+MAX_RECORD_MEANS = 144
+"""Most training records whose level means a card keeps (evenly spaced; GYRE's 576 5-day means: every 4th)."""
+
+
+def _record_means(ds: xr.Dataset, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """Lazy area-weighted level means of up to :data:`MAX_RECORD_MEANS` evenly spaced records (None without records)."""
+    rdim = record_dim(ds, required=False)
+    if rdim is None:
+        return None
+    count = ds.sizes[rdim]
+    chosen = np.unique(np.linspace(0, count - 1, min(count, MAX_RECORD_MEANS)).round().astype(np.int64))
+    area = cell_area(ds)
+    out: dict[str, Any] = {"record": chosen}
+    for name in fields:
+        weights = area * ocean_mask(ds, name)
+        field = ds[name].isel({rdim: chosen}).astype(np.float64)
+        means = (field.where(weights > 0) * weights).sum((Y, X)) / weights.sum((Y, X)).where(lambda w: w > 0)
+        means = means.transpose(rdim, ...)
+        out[name] = (means.data if Z in means.dims else means.data[:, None]).astype(np.float64)
+    return out
+
+
+def _checked_record_means(table: Mapping[str, Any], layout: Layout) -> ReadOnlyMapping:
+    """The record means as read-only numpy arrays, checked against the layout's fields and levels."""
+    values = {key: np.asarray(value) for key, value in table.items()}
+    if "record" not in values:
+        raise CheckpointError("record_means: no 'record' (the indices of the records in the training set).")
+    count = values["record"].size
+    for name in layout.fields:
+        levels = layout.n_levels if layout.three_dimensional(name) else 1
+        if name not in values or values[name].shape != (count, levels):
+            found = values[name].shape if name in values else "nothing"
+            raise CheckpointError(f"record_means: expected {name} of shape ({count}, {levels}), found {found}.")
+    return ReadOnlyMapping(values)
 
 
 def _per_level(stats: xr.Dataset, fields: tuple[str, ...], statistic: str) -> dict[str, tuple[float, ...]]:

@@ -381,7 +381,7 @@ class Denoiser(torch.nn.Module):
         metadata = dict(self.metadata)
         if self.card is not None:
             metadata.update(self.card.to_metadata())
-            tensors.update(self.card.grid_tensors())  # hashed with the weights
+            tensors.update(self.card.grid_tensors())  # grid and record means, hashed with the weights
         path, digest = write_model_files(
             path, tensors, model=self._config, scheduler=self._scheduler_config, metadata=metadata,
             overwrite=overwrite,
@@ -457,7 +457,10 @@ def load_model(
         )
     metadata = document["metadata"]
     grid = {key[len("grid."):]: tensors.pop(key).numpy() for key in list(tensors) if key.startswith("grid.")}
-    card = ModelCard.from_metadata(metadata, grid_kit=grid or None) if "layout" in metadata else None
+    record_means = {key[len("record_means."):]: tensors.pop(key).numpy()
+                    for key in list(tensors) if key.startswith("record_means.")}
+    card = (ModelCard.from_metadata(metadata, grid_kit=grid or None, record_means=record_means or None)
+            if "layout" in metadata else None)
     try:
         model = Denoiser(
             model_config["channels"],

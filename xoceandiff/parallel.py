@@ -59,6 +59,7 @@ from .sampling import (
     SamplingPlan,
     generate,
     plan_sampling,
+    sample_coords,
     sample_field_attrs,
     sample_metadata,
 )
@@ -234,8 +235,7 @@ def _sample_lazy(ds: xr.Dataset, n: int, constraints: Any, *, model, chunks: int
         data_vars[name] = (shape[name].dims, data, sample_field_attrs(model.card, name))
     coords = {k: v.variable for k, v in shape.coords.items() if SAMPLE_DIM not in v.dims}
     out = xr.Dataset(data_vars, coords=coords)
-    out = out.assign_coords({SAMPLE_DIM: (SAMPLE_DIM, np.arange(int(n)),
-                                          {"long_name": "Sample index (random stream)", "units": "1"})})
+    out = out.assign_coords(sample_coords(plan, range(int(n))))
     out.attrs = sample_metadata(ds.attrs, plan)
     out.attrs["chunks"] = int(chunks)
     return out, plan

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -181,11 +181,13 @@ def sample_tensors(
     *,
     ctx: ConstraintContext | None = None,
     options: SamplingOptions | None = None,
+    targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalised samples ``(len(indices), C, H, W)`` on the CPU, float32: the sampling loop.
 
     ``indices`` name the samples (their random streams), so any subset can be generated anywhere. The
-    caller's model is left as it is (see :meth:`~xoceandiff.model.Denoiser.detached_copy`).
+    caller's model is left as it is (see :meth:`~xoceandiff.model.Denoiser.detached_copy`). ``targets``,
+    ``(len(indices), C)``, replaces ``ctx.target`` sample by sample (one level-mean profile per sample).
     """
     options = options or SamplingOptions()
     device = options.device or next(model.parameters()).device
@@ -198,7 +200,8 @@ def sample_tensors(
                disable=not options.progress)
     for first in range(0, len(indices), batch_size):
         batch = indices[first : first + batch_size]
-        out.append(_sample_batch(model, batch, constraints, ctx, options, device, bar).float().cpu())
+        batch_ctx = ctx if targets is None else replace(ctx, target=targets[first : first + batch_size].to(device))
+        out.append(_sample_batch(model, batch, constraints, batch_ctx, options, device, bar).float().cpu())
     bar.close()
     return torch.cat(out) if out else torch.empty((0, *shape))
 
@@ -345,7 +348,9 @@ def plan_sampling(
     """Check a sampling request before any work (the eager and the chunked paths share it).
 
     ``level_means`` (the targets of ``zero_mean`` and ``gradient_zero_mean``): None or ``"training"`` for
-    the training data's area-weighted level means, or a statistics Dataset (e.g. of the last records of a
+    the training data's area-weighted level means, ``"records"`` for the level means of one training record
+    per sample (drawn from the sample's own random stream among the card's
+    :attr:`~xoceandiff.card.ModelCard.record_means`), or a statistics Dataset (e.g. of the last records of a
     run that still drifts: ``ds.isel(t=slice(-36, None)).oceandiff.statistics(weighted=True)``).
 
     Raises a clear error for ``n <= 0``, an unknown sampler or steps out of range, a model without a card
@@ -366,10 +371,17 @@ def plan_sampling(
     make_scheduler(model, options.sampler, options.steps)  # validates steps against the model's schedule
     if level_means is None or (isinstance(level_means, str) and level_means == "training"):
         return SamplingPlan(model, chosen, options)
+    if isinstance(level_means, str) and level_means == "records":
+        if model.card.record_means is None:
+            raise CheckpointError(
+                "level_means='records': the model's card keeps no per-record level means (a checkpoint written before "
+                "they were kept); retrain it, or pass level_means='training' or a statistics Dataset."
+            )
+        return SamplingPlan(model, chosen, options, None, "records")
     if not isinstance(level_means, xr.Dataset):
         raise InvalidDataError(
-            f"level_means: expected 'training' or a statistics Dataset (ds.oceandiff.statistics(weighted=True)), "
-            f"found {type(level_means).__name__}."
+            f"level_means: expected 'training', 'records' or a statistics Dataset "
+            f"(ds.oceandiff.statistics(weighted=True)), found {level_means!r}."
         )
     source = str(level_means.attrs.get("level_means_source", "given statistics"))
     return SamplingPlan(model, chosen, options, _level_means(level_means.compute(), model.card), source)
@@ -384,15 +396,52 @@ def generate(grid: xr.Dataset, plan: SamplingPlan, indices: Sequence[int]) -> xr
     card = model.card
     device = options.device or next(model.parameters()).device
     ctx = ConstraintContext.from_model(grid, card.layout, card.normaliser, device=device, dtype=options.dtype,
-                                       means=plan.means, salinity=card.salinity)
-    tensors = sample_tensors(model, indices, plan.constraints, ctx=ctx, options=options)
+                                       means=plan.means, salinity=card.salinity,
+                                       background=model.space_offset if model.background else None)
+    targets = None
+    if plan.level_means_source == "records":
+        targets = record_targets(card, ctx, record_choices(card, options.seed, indices))
+    tensors = sample_tensors(model, indices, plan.constraints, ctx=ctx, options=options, targets=targets)
     out = from_tensor(tensors, card.layout, grid, dim=SAMPLE_DIM, normaliser=card.normaliser)
     for name in card.fields:
         out[name].attrs = sample_field_attrs(card, name)
-    return out.assign_coords(
-        {SAMPLE_DIM: (SAMPLE_DIM, np.asarray(indices, dtype=np.int64),
-                      {"long_name": "Sample index (random stream)", "units": "1"})}
-    )
+    return out.assign_coords(sample_coords(plan, indices))
+
+
+def sample_coords(plan: SamplingPlan, indices: Sequence[int]) -> dict[str, Any]:
+    """The sample axis's coordinates: the sample indices and, for ``level_means="records"``, each sample's record."""
+    coords: dict[str, Any] = {SAMPLE_DIM: (SAMPLE_DIM, np.asarray(indices, dtype=np.int64),
+                                           {"long_name": "Sample index (random stream)", "units": "1"})}
+    if plan.level_means_source == "records":
+        card = plan.model.card
+        rows = record_choices(card, plan.options.seed, indices)
+        coords["level_means_record"] = (SAMPLE_DIM, np.asarray(card.record_means["record"])[rows], {
+            "long_name": "Training record whose level means the mean constraints drove this sample to", "units": "1"})
+    return coords
+
+
+def record_choices(card: ModelCard, seed: int, indices: Sequence[int]) -> np.ndarray:
+    """For ``level_means="records"``: the row of :attr:`ModelCard.record_means` each sample drives to.
+
+    Drawn from each sample's own stream (:func:`sample_seed` with a second key), so that a sample gets the same
+    record whatever the batch or chunk it is generated in.
+    """
+    count = int(np.asarray(card.record_means["record"]).size)
+    return np.asarray([np.random.default_rng([sample_seed(seed, int(i)), 1]).integers(count) for i in indices],
+                      dtype=np.int64)
+
+
+def record_targets(card: ModelCard, ctx: ConstraintContext, rows: np.ndarray) -> torch.Tensor:
+    """``(len(rows), C)`` normalised level-mean targets of the chosen rows of the card's record means."""
+    layout = card.layout
+    columns = []
+    for name in layout.fields:
+        table = np.asarray(card.record_means[name], dtype=np.float64)[rows]
+        columns.append(table[:, list(layout.levels)] if layout.three_dimensional(name) else table[:, :1])
+    means = torch.as_tensor(np.concatenate(columns, axis=1), device=ctx.device, dtype=ctx.dtype)
+    # land-only levels have no mean (NaN): the training mean's target keeps them as they are
+    fallback = ctx.target if ctx.target is not None else torch.zeros(layout.channels, device=ctx.device, dtype=ctx.dtype)
+    return torch.where(torch.isfinite(means), (means - ctx.offset) / ctx.scale, fallback)
 
 
 def sample_field_attrs(card: ModelCard, name: str) -> dict[str, Any]:
