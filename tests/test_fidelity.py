@@ -133,7 +133,7 @@ def oracle_gradient_variance(x: np.ndarray, mask: np.ndarray, g) -> float:
     return total
 
 
-def oracle_range(s: dict, d: dict, g, n_std: float = 5.0) -> dict[str, float]:
+def oracle_range(s: dict, d: dict, g, n_std: float = 5.0, dtype=np.float64) -> dict[str, float]:
     out = {}
     ocean = g["ocean"]
     for name in ("toce", "soce"):
@@ -143,7 +143,7 @@ def oracle_range(s: dict, d: dict, g, n_std: float = 5.0) -> dict[str, float]:
             if not cells.any():
                 continue
             ref = d[name][:, k][:, cells]
-            sigma = np.sqrt(np.mean(np.var(ref, axis=0)))
+            sigma = max(np.sqrt(np.mean(np.var(ref, axis=0))), np.finfo(dtype).eps * np.abs(ref).max())
             low, high = ref.min() - n_std * sigma, ref.max() + n_std * sigma
             values = s[name][:, k][:, cells]
             outside += int(np.sum(~((values >= low) & (values <= high))))
@@ -259,6 +259,23 @@ def test_range_violations_name_a_hot_cell(data, grid):
     assert "worst_field" not in lazy.attrs
     assert annotate_worst(lazy.compute()).attrs["worst_level"] == k
     assert worst_violation(range_violations(data, data)) is None
+
+
+def test_range_violations_do_not_count_what_float32_data_cannot_resolve(data, grid):
+    # a level that never varies in a float32 file (GYRE's deep salinity): its std is below one float32 step
+    arrays = _np(data)
+    still = np.full_like(arrays["soce"], 35.12, dtype=np.float32)
+    reference = _with(data, arrays["toce"].astype(np.float32), still)
+    step = float(np.spacing(np.float32(35.12)))
+    ocean = grid["ocean"]
+    for offset, expected_share in ((3 * step, 0.0), (-3 * step, 0.0), (6 * step, 100.0 / ocean.sum())):
+        moved = still.copy()
+        moved[0][ocean] += np.float32(offset) * (np.arange(ocean.sum()) == 0)  # one ocean cell moved
+        samples = _with(data, arrays["toce"].astype(np.float32), moved)
+        result = range_violations(samples, reference).compute()
+        assert float(result.range_violations_soce) == pytest.approx(expected_share / moved.shape[0]), offset
+        oracle = oracle_range(_np(samples), _np(reference), grid, dtype=np.float32)
+        assert float(result.range_violations_soce) == pytest.approx(oracle["range_violations_soce"])
 
 
 def test_range_violations_count_nan_on_ocean(data, grid):

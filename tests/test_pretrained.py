@@ -73,3 +73,52 @@ def test_demo_quality_targets_hold_for_the_constrained_samples():
     checks = quality_checks(report(data, {"Constraint": samples}), "Constraint", samples)
     failed = [(name, measured) for name, passed, measured in checks if not passed]
     assert not failed, failed
+
+
+# --- the bundled GYRE model ------------------------------------------------------------------------------------
+
+
+def test_bundled_gyre_checkpoint_records_its_command_grid_and_the_runs_own_measures():
+    folder = bundled_checkpoint("gyre")
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size <= 20 * 1024**2, f"{size / 1024**2:.1f} MB"
+    training = json.loads((folder / CONFIG_FILE).read_text())["metadata"]["training"]
+    command = shlex.split(training["command"])
+    assert command[:3] == ["xoceandiff", "train", "--data"] and "GYRE_5d_" in command[3]
+    assert int(command[command.index("--steps") + 1]) == training["steps"] == training["steps_done"]
+    assert command[command.index("--levels") + 1] == "all" and training["records"] == 576
+    measures = training["reference_measures"]
+    assert set(measures) >= {"density_errors_0-200m", "convective_distance_toce_0-200m"}
+    card = bundled_model(config="gyre").card
+    # NEMO's GYRE: 31 levels, 22 x 32 points, EOS-80 (practical salinity), closed basin; every wet level
+    # modelled (NEMO's last level is the closed bottom, land everywhere)
+    assert card.grid_shape == (31, 22, 32) and card.salinity == "practical" and not card.periodic_x
+    assert card.layout.levels == tuple(range(30))
+    assert card.record_means["record"].size == 144 and card.record_means["toce"].shape == (144, 31)
+    with pytest.raises(Exception, match="config: expected one of"):
+        bundled_checkpoint("orca2")
+
+
+def test_gyre_demo_writes_restarts_nemo_can_read_with_records_level_means_and_stable_columns(tmp_path):
+    """Seconds (2 samples, 2 steps): the restarts pass check_restart, the constrained set's level means are its
+    training records' (the card's table), the convective set needs no further adjustment (idempotence)."""
+    from xoceandiff.convection import adjustment_distance
+    from xoceandiff.demo import run_gyre_demo
+    from xoceandiff.io import open_samples
+    from xoceandiff.restart_check import check_restart
+
+    written = run_gyre_demo(tmp_path / "demo", n=2, steps=2, progress=False)
+    card = bundled_model(config="gyre").card
+    grid = card.grid
+    restarts = sorted(written["restarts"].glob("*.nc"))
+    assert len(restarts) == 2 and all(check_restart(path, grid) == [] for path in restarts)
+    namelist = (written["restarts"] / "namelist_restart.txt").read_text()
+    assert "rn_Dt           = 14400.0" in namelist
+    constrained = open_samples(written["samples_constrained"], grid=grid).load()
+    rows = [int(np.flatnonzero(card.record_means["record"] == r)[0]) for r in constrained.level_means_record.values]
+    area = (grid.e1t * grid.e2t).where(grid.tmask).fillna(0)
+    got = constrained.toce.weighted(area).mean(("y_c", "x_c")).values
+    np.testing.assert_allclose(got, card.record_means["toce"][rows], rtol=0, atol=2e-4)
+    stable = open_samples(written["samples_convective"], grid=grid).load()
+    distance = adjustment_distance(stable).compute()
+    assert max(float(distance[k].max()) for k in distance.data_vars if k.startswith("convective_distance_toce")) < 1e-5

@@ -449,7 +449,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             out = generate_to_netcdf(
                 ds, args.n, args.constraints, out=args.out, model=model, chunks=args.chunks, overwrite=args.overwrite,
                 client=client, sampler=args.sampler, steps=args.steps, seed=args.seed, device=args.device,
-                resources={"GPU": 1} if args.gpu_resources else None,
+                resources={"GPU": 1} if args.gpu_resources else None, level_means=args.level_means,
             )
     finally:
         if client is not None:
@@ -532,9 +532,12 @@ def _cmd_restart(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    with _writing("--out", args.out):
-        run_demo(out=args.out, n=args.n, sampler=args.sampler, steps=args.steps, progress=not args.no_progress,
-                 overwrite=args.overwrite)
+    out = args.out or ("xoceandiff-demo" if args.config == "dino" else "xoceandiff-demo-gyre")
+    if args.reference is not None and args.config != "gyre":
+        raise InvalidDataError("--reference: only for --config gyre (the DINO-like demo builds its own data).")
+    with _writing("--out", out):
+        run_demo(out=out, n=args.n, sampler=args.sampler, steps=args.steps, progress=not args.no_progress,
+                 overwrite=args.overwrite, config=args.config, reference=args.reference)
     return 0
 
 
@@ -557,8 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
         _debug_option(cmd, argparse.SUPPRESS)  # also after the subcommand; the global default holds otherwise
         return cmd
 
-    demo = command("demo", "sample the bundled model on the embedded DINO-like data, write files and a report")
-    demo.add_argument("--out", default="xoceandiff-demo", help="output folder (default: %(default)s)")
+    demo = command("demo", "sample a bundled model (DINO-like data, or GYRE), write files, restarts and a report")
+    demo.add_argument("--config", default="dino", choices=["dino", "gyre"],
+                      help="which bundled model: the DINO-like one on its embedded data, or NEMO's GYRE "
+                           "(default: %(default)s)")
+    demo.add_argument("--reference", default=None,
+                      help="--config gyre: folder with GYRE output (GYRE_*_grid_T.nc, mesh_mask.nc) to measure against")
+    demo.add_argument("--out", default=None, help="output folder (default: xoceandiff-demo, xoceandiff-demo-gyre)")
     demo.add_argument("--n", type=_demo_n, default=8, help="samples per setting, at least 2 (default: %(default)s)")
     demo.add_argument("--sampler", default=None, choices=SAMPLER_NAMES,
                       help="ddpm, ddim or dpm (default: the documented fast sampler)")
@@ -606,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=_positive_int, default=None,
                         help="sampling steps (default: 1000 ddpm, 50 ddim, 25 dpm)")
     sample.add_argument("--seed", type=_non_negative_int, default=0, help="sample i uses the random stream (seed, i)")
+    sample.add_argument("--level-means", default="training", choices=["training", "records"],
+                        help="what zero_mean drives level means to: the training mean, or one training record's "
+                             "per sample (default: %(default)s)")
     sample.add_argument("--data", nargs="+", default=None, help="NEMO files giving the grid (default: the DINO-like grid)")
     sample.add_argument("--mesh-mask", default=None,
                         help="mesh_mask.nc or domain_cfg.nc of --data, or alone: the grid to sample on "

@@ -1,4 +1,6 @@
-"""``xoceandiff demo``: the bundled model on the embedded DINO-like data, end to end, on a CPU.
+"""``xoceandiff demo``: a bundled model end to end, on a CPU.
+
+``--config dino`` (the default), the bundled model on the embedded DINO-like data:
 
 1. the DINO-like training data (``datasets.dino`` on the bundled model's grid);
 2. ``n`` samples without constraints, with ``["zero_mean", "border_zero_gradient"]``, and with
@@ -6,6 +8,14 @@
 3. both sample sets as CF NetCDF, one NEMO restart per constrained sample (with the namelist settings);
 4. the paper's diagnostics table (printed, and as Markdown, LaTeX, CSV, NetCDF) and PNG figures;
 5. the quality checks of the bundled model, each with its measured value.
+
+``--config gyre`` (:func:`run_gyre_demo`), the bundled GYRE model on the grid its checkpoint carries (no data
+file needed): ``n`` samples with ``["zero_mean", "border_zero_gradient"]`` (each sample's level means those of
+one training record) and with ``convective_adjustment`` added, as CF NetCDF; NEMO 5.0 restarts for GYRE's 4 h
+time step from the statically stable set, with the namelist lines, each checked with
+:func:`~xoceandiff.restart_check.check_restart`; the samples' density errors and convective-adjustment distance
+by depth band against the GYRE run's own (recorded in the model card). Given the GYRE output files
+(``--reference``), the full fidelity table against them too.
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ from .conventions import FIELDS
 if TYPE_CHECKING:
     from .report import Report
 
-__all__ = ["run_demo", "quality_checks", "DEMO_CONSTRAINTS", "DEMO_SAMPLER", "DEMO_STEPS", "DEMO_MIN_SAMPLES"]
+__all__ = ["run_demo", "run_gyre_demo", "quality_checks", "DEMO_CONSTRAINTS", "DEMO_SAMPLER", "DEMO_STEPS",
+           "DEMO_MIN_SAMPLES", "DEMO_CONFIGS", "GYRE_RDT"]
 
 DEMO_CONSTRAINTS = ("zero_mean", "border_zero_gradient")
 DEMO_MIN_SAMPLES = 2  # the diversity check compares samples: one is not enough
@@ -38,6 +49,9 @@ DATA_SNAPSHOTS = 200  # the bundled model's training set (see its config.json)
 PROFILE_RMS_LIMIT = 0.3  # degC: set-mean temperature profile against the data's
 BOX_STD_LIMIT = 2.0  # box means within this many of the data's standard deviations
 DIVERSITY_RATIO_LIMIT = 0.3  # temperature diversity at least this fraction of the data's
+DEMO_CONFIGS = ("dino", "gyre")
+GYRE_RDT = 14400.0  # s: the time step of NEMO's GYRE reference configuration (rn_Dt)
+GYRE_OUTPUTS = ("samples_constrained.nc", "samples_convective.nc", "restarts", "report")
 
 
 def quality_checks(rep: Report, name: str, samples: xr.Dataset) -> list[tuple[str, bool, str]]:
@@ -99,7 +113,8 @@ def quality_checks(rep: Report, name: str, samples: xr.Dataset) -> list[tuple[st
     return checks
 
 
-def _check_demo_arguments(out: Path, n: int, sampler: str, steps: int, seed: int, overwrite: bool) -> None:
+def _check_demo_arguments(out: Path, n: int, sampler: str, steps: int, seed: int, overwrite: bool,
+                          outputs: tuple[str, ...] = DEMO_OUTPUTS) -> None:
     """Everything the demo needs from its arguments, checked in milliseconds before any work."""
     from .errors import InvalidDataError
     from .sampling import SAMPLERS
@@ -119,7 +134,7 @@ def _check_demo_arguments(out: Path, n: int, sampler: str, steps: int, seed: int
     if out.exists() and not out.is_dir():
         raise InvalidDataError(f"out: expected a folder, found the file {str(out)!r}; choose a folder.")
     if not overwrite:
-        for name in DEMO_OUTPUTS:
+        for name in outputs:
             path = out / name
             if path.is_dir() and not any(path.iterdir()):
                 continue  # an empty folder holds nothing to lose
@@ -135,6 +150,8 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    config: str = "dino",
+    reference: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Run the demo; returns the paths it wrote.
 
@@ -154,6 +171,11 @@ def run_demo(
         Show progress bars.
     overwrite : bool
         Replace the outputs of a previous demo in ``out``.
+    config : {"dino", "gyre"}
+        Which bundled model: the DINO-like one on its embedded data, or the GYRE one (:func:`run_gyre_demo`).
+    reference : path, optional
+        ``config="gyre"`` only: a folder with GYRE's output (``GYRE_5d_*_grid_T.nc`` and ``mesh_mask.nc``) to
+        measure the samples against.
 
     Returns
     -------
@@ -167,6 +189,13 @@ def run_demo(
     xoceandiff.errors.OutputExistsError
         A previous demo's output is in ``out`` and ``overwrite`` is False; raised before any work.
     """
+    if config not in DEMO_CONFIGS:
+        from .errors import InvalidDataError
+
+        raise InvalidDataError(f"config: expected one of {list(DEMO_CONFIGS)}, found {config!r}.")
+    if config == "gyre":
+        return run_gyre_demo(out, n, sampler, steps, seed=seed, progress=progress, overwrite=overwrite,
+                             reference=reference)
     start = time.perf_counter()
     out = Path(out)
     sampler = sampler or DEMO_SAMPLER
@@ -217,3 +246,117 @@ def run_demo(
         print(f"  {key:24s} {path}")
     print(f"  {'':24s} ({len(restarts)} restart files, {len(figures)} figures)")
     return written
+
+
+def _own_measures(samples: xr.Dataset) -> dict[str, float]:
+    """Density errors (%) and T convective-adjustment distance (degC) by depth band of a set, on its own."""
+    from .canonical import DEPTH_BANDS
+    from .fidelity import convective_distance, density_errors_by_band
+
+    errors = density_errors_by_band(samples, samples).compute()
+    distance = convective_distance(samples, samples).compute()
+    out = {}
+    for band in DEPTH_BANDS:
+        out[f"density_errors_{band}"] = float(errors[f"density_errors_samples_{band}"])
+        key = f"convective_distance_samples_toce_{band}"
+        if key in distance:
+            out[f"convective_distance_toce_{band}"] = float(distance[key])
+    return out
+
+
+def run_gyre_demo(
+    out: str | os.PathLike = "xoceandiff-demo-gyre",
+    n: int = 8,
+    sampler: str | None = None,
+    steps: int | None = None,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+    reference: str | os.PathLike | None = None,
+) -> dict[str, Path]:
+    """The bundled GYRE model: samples, NEMO 5.0 restarts for GYRE and their physical measures (see the module).
+
+    Arguments as :func:`run_demo`; ``reference`` is an optional folder with GYRE's output files to measure the
+    samples against (the fidelity table). Returns the paths written.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    sampler = sampler or DEMO_SAMPLER
+    steps = steps if steps is not None else (DEMO_STEPS if sampler != "ddpm" else 1000)
+    _check_demo_arguments(out, n, sampler, steps, seed, overwrite, GYRE_OUTPUTS)
+    reference_files = _gyre_reference_files(reference) if reference is not None else None
+
+    from .pretrained import bundled_model
+    from .restart_check import check_restart
+
+    model = bundled_model(config="gyre")
+    card = model.card
+    training = card.training
+    print(f"bundled GYRE model: '{model.config['preset']}' preset, {model.n_parameters / 1e6:.2f} M parameters, "
+          f"trained {training.get('steps', '?')} steps on {training.get('records', '?')} five-day means of NEMO 5.0 "
+          f"GYRE (grid {card.grid_shape[2]} x {card.grid_shape[1]} x {card.grid_shape[0]}, carried by the checkpoint)")
+    grid = card.grid
+    written: dict[str, Path] = {}
+    sets = {}
+    settings = (("Constraint", "constrained", DEMO_CONSTRAINTS),
+                ("Constraint + convection", "convective", DEMO_CONSTRAINTS + ("convective_adjustment",)))
+    for label, name, constraints in settings:
+        print(f"\nsampling {n} states, {sampler} {steps} steps, constraints: {', '.join(constraints)}; "
+              "level means of one training record per sample")
+        samples = grid.oceandiff.sample(n, list(constraints), model=model, sampler=sampler, steps=steps, seed=seed,
+                                        progress=progress, level_means="records")
+        sets[label] = samples
+        written[f"samples_{name}"] = samples.oceandiff.to_netcdf(out / f"samples_{name}.nc", overwrite=overwrite)
+
+    # The statically stable set is the one to start NEMO from.
+    restarts = sets["Constraint + convection"].oceandiff.to_restart(out / "restarts", rdt=GYRE_RDT, nemo_version="5.0",
+                                                                    overwrite=overwrite)
+    written["restarts"] = Path(restarts[0]).parent
+    problems = [problem for path in restarts for problem in check_restart(path, grid)]
+    print(f"\n{len(restarts)} NEMO 5.0 restarts for GYRE (rn_Dt = {GYRE_RDT:g} s) in {written['restarts']}, namelist "
+          f"lines in {written['restarts'] / 'namelist_restart.txt'}; check_restart: "
+          f"{'no problem' if not problems else '; '.join(problems)}")
+    print("GYRE's analytic forcing follows the time-step counter: nn_it000 = 1 starts at the forcing's 1 January.")
+
+    recorded = training.get("reference_measures", {})
+    print("\nphysical measures by depth band (density errors: % of the band's volume under an unstable interface; "
+          "convective distance: RMS change of T by convective adjustment):")
+    rows = {label: _own_measures(samples) for label, samples in sets.items()}
+    keys = list(next(iter(rows.values())))
+    print("| set | " + " | ".join(keys) + " |")
+    print("| --- |" + " ---: |" * len(keys))
+    if recorded:
+        print("| GYRE run (recorded) | " + " | ".join(f"{recorded.get(k, float('nan')):.4g}" for k in keys) + " |")
+    for label, values in rows.items():
+        print(f"| {label} | " + " | ".join(f"{values[k]:.4g}" for k in keys) + " |")
+
+    if reference_files is not None:
+        import xoceandiff
+        from xoceandiff.report import report
+
+        data = xoceandiff.open_nemo(reference_files[0], mesh_mask=reference_files[1])
+        rep = report(reference=data, samples=sets, out=out / "report", overwrite=overwrite)
+        print("\n" + rep.to_markdown())
+        written["report"] = out / "report"
+
+    print(f"\ndone in {time.perf_counter() - start:.0f} s (torch threads: {torch.get_num_threads()}). Outputs:")
+    for key, path in written.items():
+        print(f"  {key:24s} {path}")
+    return written
+
+
+def _gyre_reference_files(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """The grid_T file and the mesh mask of a GYRE output folder, checked before any work."""
+    from .errors import InvalidDataError
+
+    folder = Path(folder)
+    grids = sorted(folder.glob("GYRE_*_grid_T.nc")) if folder.is_dir() else []
+    mesh = folder / "mesh_mask.nc"
+    if len(grids) != 1 or not mesh.exists():
+        raise InvalidDataError(
+            f"reference: expected a folder with one GYRE_*_grid_T.nc file and mesh_mask.nc, found "
+            f"{[p.name for p in grids] or 'no grid_T file'} and {'a' if mesh.exists() else 'no'} mesh_mask.nc in "
+            f"{str(folder)!r}; pass the folder of a GYRE run's output (e.g. ../shared/data/gyre)."
+        )
+    return grids[0], mesh

@@ -385,7 +385,9 @@ def range_violations(samples: xr.Dataset, reference: xr.Dataset, *, n_std: float
 
     On level :math:`k`, with :math:`\min_k`, :math:`\max_k` the extremes of the reference over its
     records and the level's ocean cells, and :math:`\sigma_k` the level's record-to-record variability (the
-    RMS over the level's ocean cells of each cell's standard deviation across records, ddof = 0), the
+    RMS over the level's ocean cells of each cell's standard deviation across records, ddof = 0, floored at
+    the spacing of the reference's floating-point type at the level's extremes: a float32 file cannot
+    resolve a variability below it, as on GYRE's deep levels whose salinity varies by a few 1e-6 PSU), the
     allowed range is :math:`[\min_k - n\,\sigma_k,\; \max_k + n\,\sigma_k]`; the share counts the samples' ocean cells (all records) outside it, a NaN counting as outside:
 
     .. math:: \text{range violations} = 100\, \frac{\#\{(r, c) : x_{r,c} \notin [\,\text{low}_{k(c)}, \text{high}_{k(c)}]\}}{n_\text{records}\; \#\text{ocean cells}}.
@@ -436,8 +438,11 @@ def range_violations(samples: xr.Dataset, reference: xr.Dataset, *, n_std: float
         # the level's record-to-record variability: RMS over its ocean cells of the per-cell std across records
         variance = data.where(ocean, 0.0).var(r_dim).where(ocean, 0.0).sum(horizontal)
         sigma = np.sqrt(variance / ocean.sum(horizontal).where(wet))
-        low = lowest(data, dims) - n_std * sigma
-        high = highest(data, dims) + n_std * sigma
+        low, high = lowest(data, dims), highest(data, dims)
+        stored = reference[name].dtype  # _field works in float64; the floor is the file's own resolution
+        if np.issubdtype(stored, np.floating):
+            sigma = np.maximum(sigma, np.finfo(stored).eps * np.maximum(abs(low), abs(high)))
+        low, high = low - n_std * sigma, high + n_std * sigma
         values = _field(samples, name)
         outside = ~((values >= low) & (values <= high))  # NaN compares False: counted as outside
         cells = ocean.sum() * samples.sizes[s_dim]

@@ -178,7 +178,9 @@ def cf_dataset(ds: xr.Dataset) -> xr.Dataset:
             measures["cell_volume"] = volume
 
     keep = set(_KEPT_COORDS) | {TIME_DIM, SAMPLE_DIM}
-    drop = [name for name in out.coords if name not in keep]
+    # per-sample labels (e.g. level_means_record) describe the samples, not the grid: they stay
+    per_sample = {name for name in out.coords if out[name].dims == (SAMPLE_DIM,)}
+    drop = [name for name in out.coords if name not in keep | per_sample]
     depth = out["gdept_1d"].values if "gdept_1d" in out.variables and Z in out.dims else None
     out = out.drop_vars([n for n in drop if n in out.variables])
     for name, var in measures.items():

@@ -1,7 +1,9 @@
-"""The pretrained denoiser shipped inside the package (trained on the embedded DINO-like data).
+"""The pretrained denoisers shipped inside the package.
 
-Nothing is downloaded: the checkpoint lies in ``xoceandiff/data/pretrained/``; its ``config.json``
-records the ``xoceandiff train`` command, seed, steps and final loss that made it.
+Nothing is downloaded: the checkpoints lie in ``xoceandiff/data/pretrained/``, one folder per configuration
+(:data:`BUNDLED_CONFIGS`): ``dino`` trained on the embedded DINO-like data, ``gyre`` on five-day means of
+NEMO 5.0's GYRE reference configuration. Each ``config.json`` records the ``xoceandiff train`` command, seed,
+steps and final loss that made it; each weights file carries its grid, so sampling needs no data file.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import xarray as xr
 
 from .card import ModelCard
 from .checkpoint import read_model_config
-from .errors import CheckpointError, GridMismatchError
+from .errors import CheckpointError, GridMismatchError, InvalidDataError
 from .model import Denoiser, load_model
 
 __all__ = [
     "BUNDLED_RESOLUTION",
+    "BUNDLED_CONFIGS",
     "bundled_checkpoint",
     "bundled_card",
     "bundled_model",
@@ -28,12 +31,16 @@ __all__ = [
 ]
 
 BUNDLED_RESOLUTION = 4.0  # degrees: xoceandiff.datasets.dino(resolution=BUNDLED_RESOLUTION)
-_FOLDER = "dino4"
+BUNDLED_CONFIGS: dict[str, str] = {"dino": "dino4", "gyre": "gyre"}
+"""Configuration name -> folder of its bundled checkpoint."""
 
 
-def bundled_checkpoint() -> Path:
-    """Path of the bundled checkpoint folder."""
-    path = Path(str(resources.files("xoceandiff").joinpath("data").joinpath("pretrained").joinpath(_FOLDER)))
+def bundled_checkpoint(config: str = "dino") -> Path:
+    """Path of the bundled checkpoint folder of ``config`` (:data:`BUNDLED_CONFIGS`)."""
+    if config not in BUNDLED_CONFIGS:
+        raise InvalidDataError(f"config: expected one of {sorted(BUNDLED_CONFIGS)}, found {config!r}.")
+    folder = BUNDLED_CONFIGS[config]
+    path = Path(str(resources.files("xoceandiff").joinpath("data").joinpath("pretrained").joinpath(folder)))
     if not (path / "config.json").exists():
         raise CheckpointError(
             f"The bundled checkpoint is missing from {str(path)!r}: the installation is incomplete. "
@@ -42,14 +49,15 @@ def bundled_checkpoint() -> Path:
     return path
 
 
-def bundled_model(device: str | torch.device | None = None) -> Denoiser:
-    """The bundled pretrained denoiser (for ``xoceandiff.datasets.dino(resolution=BUNDLED_RESOLUTION)``)."""
-    return load_model(bundled_checkpoint(), device=device)
+def bundled_model(device: str | torch.device | None = None, config: str = "dino") -> Denoiser:
+    """The bundled pretrained denoiser of ``config`` (``"dino"``: for
+    ``xoceandiff.datasets.dino(resolution=BUNDLED_RESOLUTION)``; ``"gyre"``: NEMO's GYRE, 32 x 22 x 31)."""
+    return load_model(bundled_checkpoint(config), device=device)
 
 
-def bundled_card() -> ModelCard:
+def bundled_card(config: str = "dino") -> ModelCard:
     """The bundled model's card, read from its config.json without loading the weights."""
-    return ModelCard.from_metadata(read_model_config(bundled_checkpoint())["metadata"])
+    return ModelCard.from_metadata(read_model_config(bundled_checkpoint(config))["metadata"])
 
 
 def bundled_model_fits(ds: xr.Dataset) -> bool:

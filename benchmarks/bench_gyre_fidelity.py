@@ -1,0 +1,68 @@
+"""Fidelity of the bundled GYRE model against the shared NEMO 5.0 GYRE run (the 'States NEMO can start from
+quietly' acceptance measures).
+
+20 samples at the GYRE demo's settings (DDIM 50, seed 0, ``zero_mean`` + ``border_zero_gradient``, level means of
+one training record per sample), without and with ``convective_adjustment``, and, for comparison, with the
+training mean as the single level-mean target; each measured by :func:`xoceandiff.fidelity.fidelity` against
+the 576 five-day means the model was trained on.
+
+Run from the repository root, alone on the machine (about a minute on 2 cores)::
+
+    python benchmarks/bench_gyre_fidelity.py [GYRE_FOLDER] | tee benchmarks/results/bench_gyre_fidelity.txt
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from _common import header, table
+
+import xoceandiff
+from xoceandiff.canonical import DEPTH_BANDS
+from xoceandiff.demo import DEMO_CONSTRAINTS, DEMO_SAMPLER, DEMO_STEPS
+from xoceandiff.fidelity import fidelity
+from xoceandiff.pretrained import bundled_model
+
+N = 20
+
+
+def main() -> None:
+    header("Fidelity of the bundled GYRE model against the GYRE run")
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "data" / "gyre"
+    (grid_t,) = sorted(folder.glob("GYRE_5d_*_grid_T.nc"))
+    data = xoceandiff.open_nemo(grid_t, mesh_mask=folder / "mesh_mask.nc").load()
+    model = bundled_model(config="gyre")
+    grid = model.card.grid
+    settings = {
+        "records": (list(DEMO_CONSTRAINTS), "records"),
+        "records + convection": (list(DEMO_CONSTRAINTS) + ["convective_adjustment"], "records"),
+        "training mean": (list(DEMO_CONSTRAINTS), "training"),
+    }
+    results = {}
+    for label, (constraints, level_means) in settings.items():
+        samples = grid.oceandiff.sample(N, constraints, model=model, sampler=DEMO_SAMPLER, steps=DEMO_STEPS, seed=0,
+                                        progress=False, level_means=level_means)
+        results[label] = fidelity(samples, data).compute()
+    print(f"\n{N} samples per set, {DEMO_SAMPLER} {DEMO_STEPS} steps, seed 0; ratios are samples over data\n")
+    rows = []
+    for measure, fields in (("spread_ratio", ("toce", "soce")), ("gradient_variance_ratio", ("toce", "soce")),
+                            ("convective_distance_samples", ("toce",)), ("convective_distance_data", ("toce",)),
+                            ("convective_distance_ratio", ("toce",))):
+        for name in fields:
+            for band in DEPTH_BANDS:
+                key = f"{measure}_{name}_{band}"
+                rows.append((key, *(f"{float(r[key]):.4g}" for r in results.values())))
+    for who in ("samples", "data"):
+        for band in DEPTH_BANDS:
+            key = f"density_errors_{who}_{band}"
+            rows.append((key + " (%)", *(f"{float(r[key]):.4g}" for r in results.values())))
+    for key in ("range_violations_toce", "range_violations_soce", "nearest_distance_samples", "nearest_distance_data",
+                "novelty_ratio"):
+        rows.append((key, *(f"{float(r[key]):.4g}" for r in results.values())))
+    table(rows, ("measure", *results))
+
+
+if __name__ == "__main__":
+    main()
