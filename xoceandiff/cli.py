@@ -271,6 +271,12 @@ def _check_args(args: argparse.Namespace) -> None:
         _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="namelist_restart.txt")
     elif command == "demo":
         _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="samples_unconstrained.nc")
+    elif command == "ensemble":
+        _check_inputs("states", args.states)
+        _check_inputs("--template-exp", args.template_exp, folder=True)
+        _check_inputs("--mesh-mask", args.mesh_mask)
+        if not args.dry_run:
+            _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="ensemble.json")
 
 
 # --- errors as one line -----------------------------------------------------------------------------------
@@ -281,6 +287,7 @@ _FILES_OF = {
     "diagnose": "the sample files, --reference and --mesh-mask",
     "restart": "the samples file, --mesh-mask, --template and --namelist",
     "demo": "the bundled model",
+    "ensemble": "the states, --template-exp and --mesh-mask",
 }
 
 
@@ -382,6 +389,7 @@ _FIX = {
               "(--mesh-mask)",
     "--mesh-mask": "pass the mesh_mask.nc or domain_cfg.nc that NEMO wrote for this configuration",
     "samples": "pass a samples file written by 'xoceandiff sample'",
+    "states": "pass a samples file written by 'xoceandiff sample', or NEMO output files with --mesh-mask",
     "--reference": "pass NEMO output files (NetCDF with toce/soce/ssh) and their --mesh-mask",
 }
 
@@ -529,6 +537,55 @@ def _cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_states(paths: Sequence[str], mesh_mask: str, records: Sequence[int] | None):
+    """A samples file written by xoceandiff, or NEMO output (true states, e.g. for reference runs)."""
+    import xarray as xr
+
+    import xoceandiff
+
+    from .nemo import open_grid
+
+    with _reading("--mesh-mask", mesh_mask, _FIX["--mesh-mask"]):
+        grid = open_grid(mesh_mask)
+    paths = [match for path in paths for match in (sorted(glob.glob(path)) if glob.has_magic(path) else [path])]
+    with _reading("states", list(paths), _FIX["states"]), xr.open_dataset(paths[0], decode_times=False) as raw:
+        is_samples = "sample" in raw.dims
+    if is_samples:
+        if len(paths) > 1:
+            raise InvalidDataError(f"states: one samples file at a time, found {len(paths)}: {list(paths)}.")
+        states = _open_samples(paths[0], grid)
+    else:
+        with _reading("states", list(paths), _FIX["states"]):
+            states = xoceandiff.open_nemo(list(paths), mesh_mask=mesh_mask)
+    if records:
+        dim = "sample" if is_samples else "t"
+        size = states.sizes[dim]
+        if any(not 0 <= r < size for r in records):
+            raise InvalidDataError(f"--records: expected indices from 0 to {size - 1} along {dim!r}, found {list(records)}.")
+        states = states.isel({dim: list(records)})
+    return states
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from .ensemble import make_ensemble
+
+    mesh_mask = args.mesh_mask or str(Path(args.template_exp) / "mesh_mask.nc")
+    states = _open_states(args.states, mesh_mask, args.records)
+    with _writing("--out", args.out):
+        plan = make_ensemble(states, args.template_exp, args.out, mesh_mask=mesh_mask, date=args.date,
+                             run_steps=args.run_steps, dumps=args.dumps, forcing_phase=args.forcing_phase,
+                             scheduler=args.scheduler, nemo_command=args.nemo_command,
+                             ranks=None if args.ranks is None else tuple(args.ranks), nemo_version=args.nemo_version,
+                             dry_run=args.dry_run, overwrite=args.overwrite)
+    print(plan.describe())
+    if args.dry_run:
+        print("dry run: nothing written")
+    else:
+        submit = {"slurm": "sbatch", "pbs": "qsub", "shell": "bash"}[plan.scheduler]
+        print(f"written; run them with: {submit} {plan.out / plan.job_script}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -669,6 +726,37 @@ def build_parser() -> argparse.ArgumentParser:
                          help="(default: rest, or the template's)")
     restart.add_argument("--overwrite", action="store_true", help="replace existing files")
     restart.set_defaults(func=_cmd_restart)
+
+    ensemble = command("ensemble", "one NEMO run folder per state, from your experiment folder, and a job script")
+    ensemble.add_argument("states", nargs="+",
+                          help="samples file written by xoceandiff, or NEMO output files (true states)")
+    ensemble.add_argument("--template-exp", required=True,
+                          help="your NEMO experiment folder (namelist_cfg, namelist_ref, executable, inputs); only read")
+    ensemble.add_argument("--out", required=True, help="ensemble folder (one member_NNN folder per state)")
+    ensemble.add_argument("--mesh-mask", default=None,
+                          help="mesh_mask.nc of the configuration (default: mesh_mask.nc in --template-exp)")
+    ensemble.add_argument("--records", type=_non_negative_int, nargs="+", default=None,
+                          help="only these states (indices along sample, or along time for NEMO output)")
+    ensemble.add_argument("--date", type=_date, default=None, metavar="YYYYMMDD",
+                          help="start date of every member (default: the state's own, else the experiment's nn_date0)")
+    ensemble.add_argument("--run-steps", type=_positive_int, default=None,
+                          help="time steps per run (default: the experiment's nn_itend - nn_it000 + 1)")
+    ensemble.add_argument("--dumps", type=_positive_int, nargs="*", default=[],
+                          help="steps after the start at which NEMO writes a restart (nn_stocklist), e.g. 60 2160")
+    ensemble.add_argument("--forcing-phase", default="auto", choices=["auto", "calendar", "step"],
+                          help="forcing by date (nn_it000 = 1) or by step counter (nn_it000 at the state's step of "
+                               "the year); auto: step for GYRE (default: %(default)s)")
+    ensemble.add_argument("--scheduler", default="slurm", choices=["slurm", "pbs", "shell"],
+                          help="job script: SLURM or PBS job array, or a shell loop (default: %(default)s)")
+    ensemble.add_argument("--nemo-command", default="./nemo",
+                          help="what runs NEMO in a member folder (default: %(default)s), e.g. 'srun ./nemo'")
+    ensemble.add_argument("--ranks", type=_positive_int, nargs=2, default=None, metavar=("JPNI", "JPNJ"),
+                          help="write each restart as per-rank pieces for this decomposition")
+    ensemble.add_argument("--nemo-version", default="5.0", choices=["4.2", "5.0"],
+                          help="restart variables of this NEMO version (default: %(default)s)")
+    ensemble.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
+    ensemble.add_argument("--overwrite", action="store_true", help="replace an existing ensemble folder")
+    ensemble.set_defaults(func=_cmd_ensemble)
     return parser
 
 

@@ -49,6 +49,7 @@ from .restart_format import (
     NemoVersion,
     PathLike,
     RunSettings,
+    _fortran_string,
     check_version,
     is_rank_piece_name,
     read_mesh,
@@ -611,43 +612,6 @@ def _check_template(path: Path, shape: tuple[int, int, int], names: Sequence[str
 
 
 # --- namelists -------------------------------------------------------------------------------------------
-
-
-def _fortran_string(value: str, name: str, *, quote: str = '"') -> str:
-    """``value`` as a Fortran namelist string: quoted, the quote character inside doubled.
-
-    Parameters
-    ----------
-    value : str
-        The text (a folder, a file name).
-    name : str
-        The namelist variable it is for, named in the error.
-    quote : str
-        ``'"'`` or ``"'"``.
-
-    Returns
-    -------
-    str
-        The quoted string.
-
-    Raises
-    ------
-    xoceandiff.errors.InvalidDataError
-        ``value`` holds a newline (or another control character), which no namelist string can hold.
-
-    Examples
-    --------
-    >>> print(_fortran_string('runs/"best" one', "cn_ocerst_indir"))
-    "runs/""best"" one"
-    >>> print(_fortran_string("it's", "sn_tem", quote="'"))
-    'it''s'
-    """
-    if any(ord(c) < 32 or c == "\x7f" for c in value):
-        raise InvalidDataError(
-            f"{name}: a namelist string cannot hold a newline or control character, found {value!r}; "
-            "write to a folder (and with a prefix) without one."
-        )
-    return quote + value.replace(quote, quote * 2) + quote
 
 
 def _namelist_restart(stems: Sequence[str], first_date: int, options: RestartOptions, folder: Path) -> str:

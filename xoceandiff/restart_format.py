@@ -446,3 +446,40 @@ def settings_from_namelist(namelist: PathLike) -> RunSettings:
         kt=None if it000 is None else max(int(it000) - 1, 0), ndastp=None if date is None else int(date),
         ln_rstart=rstart if isinstance(rstart, bool) else None,
     )
+
+
+def _fortran_string(value: str, name: str, *, quote: str = '"') -> str:
+    """``value`` as a Fortran namelist string: quoted, the quote character inside doubled.
+
+    Parameters
+    ----------
+    value : str
+        The text (a folder, a file name).
+    name : str
+        The namelist variable it is for, named in the error.
+    quote : str
+        ``'"'`` or ``"'"``.
+
+    Returns
+    -------
+    str
+        The quoted string.
+
+    Raises
+    ------
+    xoceandiff.errors.InvalidDataError
+        ``value`` holds a newline (or another control character), which no namelist string can hold.
+
+    Examples
+    --------
+    >>> print(_fortran_string('runs/"best" one', "cn_ocerst_indir"))
+    "runs/""best"" one"
+    >>> print(_fortran_string("it's", "sn_tem", quote="'"))
+    'it''s'
+    """
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise InvalidDataError(
+            f"{name}: a namelist string cannot hold a newline or control character, found {value!r}; "
+            "write to a folder (and with a prefix) without one."
+        )
+    return quote + value.replace(quote, quote * 2) + quote
