@@ -271,6 +271,12 @@ def _check_args(args: argparse.Namespace) -> None:
         _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="namelist_restart.txt")
     elif command == "demo":
         _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="samples_unconstrained.nc")
+    elif command == "evaluate":
+        _check_inputs("runs", args.runs, folder=True)
+        _check_inputs("--reference", args.reference, folder=True)
+        _check_inputs("--mesh-mask", args.mesh_mask)
+        if args.out is not None:
+            _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="evaluation.md")
     elif command == "ensemble":
         _check_inputs("states", args.states)
         _check_inputs("--template-exp", args.template_exp, folder=True)
@@ -288,6 +294,7 @@ _FILES_OF = {
     "restart": "the samples file, --mesh-mask, --template and --namelist",
     "demo": "the bundled model",
     "ensemble": "the states, --template-exp and --mesh-mask",
+    "evaluate": "the run folders and --mesh-mask",
 }
 
 
@@ -586,6 +593,17 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    with _writing("--out", args.out or "."):
+        result = evaluate(args.runs, args.reference, mesh_mask=args.mesh_mask, out=args.out, overwrite=args.overwrite)
+    print(result.to_markdown())
+    if args.out:
+        print(f"written to {args.out}: evaluation.md, evaluation.csv, evaluation.nc, figures/")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -757,6 +775,14 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
     ensemble.add_argument("--overwrite", action="store_true", help="replace an existing ensemble folder")
     ensemble.set_defaults(func=_cmd_ensemble)
+
+    evaluation = command("evaluate", "read back the NEMO runs of an ensemble and compare them with reference runs")
+    evaluation.add_argument("runs", help="the ensemble folder (one run folder per member), after NEMO ran")
+    evaluation.add_argument("--reference", default=None, help="the reference ensemble (restarts from true states)")
+    evaluation.add_argument("--mesh-mask", required=True, help="mesh_mask.nc of the configuration")
+    evaluation.add_argument("--out", default=None, help="folder for evaluation.md/.csv/.nc and figures")
+    evaluation.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    evaluation.set_defaults(func=_cmd_evaluate)
     return parser
 
 
