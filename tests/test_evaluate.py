@@ -181,3 +181,30 @@ def test_cli_evaluate(ran, tmp_path, capsys):
     assert "| samples | member_001 | no |" in printed and (tmp_path / "eval" / "evaluation.csv").is_file()
     assert main(["evaluate", str(root / "runs"), "--mesh-mask", str(MESH), "--out", str(tmp_path / "eval")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_dumps_written_per_rank_give_the_same_measures(ran, tmp_path):
+    from xoceandiff.ranks import domain_attributes, split_ranks
+
+    root, plans = ran
+    folder = tmp_path / "member"
+    shutil.copytree(root / "reference" / "member_000", folder, symlinks=True)
+    whole = evaluate_member(folder, MESH).measures
+    for dump in sorted(folder.glob("GYRE_*_restart.nc")):
+        with netCDF4.Dataset(dump) as nc:
+            nc.set_auto_mask(False)
+            fields = {n: np.asarray(nc[n][0]) for n in ("tn", "sn", "un", "vn")}
+        nz, ny, nx = fields["tn"].shape
+        for piece in split_ranks(nx, ny, (2, 2)):  # NEMO's naming: <exp>_<kt>_restart_<rank:04d>.nc
+            with netCDF4.Dataset(dump.with_name(dump.stem + f"_{piece.rank:04d}.nc"), "w") as nc:
+                nc.setncatts(domain_attributes(piece, (2, 2), nx, ny))
+                nc.createDimension("x", piece.x.stop - piece.x.start)
+                nc.createDimension("y", piece.y.stop - piece.y.start)
+                nc.createDimension("nav_lev", nz)
+                nc.createDimension("time_counter", None)
+                for name, values in fields.items():
+                    nc.createVariable(name, "f8", ("time_counter", "nav_lev", "y", "x"))[0] = values[:, piece.y, piece.x]
+        dump.unlink()
+    pieces = evaluate_member(folder, MESH).measures
+    for key in ("adjustment_toce_0-200m", "adjustment_soce_below-1000m", "kinetic_energy", "drift_toce"):
+        np.testing.assert_array_equal(pieces[key].values, whole[key].values)

@@ -458,7 +458,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     else:
         with _reading("--mesh-mask", args.mesh_mask, _FIX["--mesh-mask"]):
             ds = grid_for(model, args.mesh_mask)
-    client = connect(args.scheduler, args.local_workers)
+    if args.jobqueue:
+        from .parallel import jobqueue_client
+
+        client = jobqueue_client(args.jobqueue, args.jobs, memory=args.job_memory, walltime=args.job_walltime,
+                                 queue=args.job_queue)
+    else:
+        client = connect(args.scheduler, args.local_workers)
     try:
         with _writing("--out", args.out):
             out = generate_to_netcdf(
@@ -702,6 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address of a running dask scheduler (e.g. tcp://host:8786), or its scheduler file")
     where.add_argument("--local-workers", type=_positive_int, default=None,
                        help="start a LocalCluster with N worker processes")
+    where.add_argument("--jobqueue", default=None, choices=["slurm", "pbs"],
+                       help="start dask workers as batch jobs (dask-jobqueue), one single-threaded worker per job")
+    sample.add_argument("--jobs", type=_positive_int, default=2, help="--jobqueue: batch jobs (default: %(default)s)")
+    sample.add_argument("--job-memory", default="4GB", help="--jobqueue: memory per job (default: %(default)s)")
+    sample.add_argument("--job-walltime", default="01:00:00", help="--jobqueue: wall-clock limit (default: %(default)s)")
+    sample.add_argument("--job-queue", default=None, help="--jobqueue: queue or partition (default: the system's)")
     sample.add_argument("--gpu-resources", action="store_true", help="each task needs worker resource GPU=1")
     sample.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     sample.set_defaults(func=_cmd_sample)

@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -70,6 +71,8 @@ __all__ = [
     "sample_lazy",
     "generate_to_netcdf",
     "connect",
+    "jobqueue_client",
+    "JOBQUEUES",
     "cached_model",
     "part_paths",
     "run_settings",
@@ -683,6 +686,67 @@ def connect(scheduler: str | None = None, local_workers: int | None = None, *, t
                            dashboard_address=None, worker_dashboard_address=None,
                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
     return Client(cluster)
+
+
+JOBQUEUES: tuple[str, ...] = ("slurm", "pbs")
+
+
+def jobqueue_client(kind: str, jobs: int, *, memory: str = "4GB", walltime: str = "01:00:00",
+                    queue: str | None = None, timeout: float = 300.0):
+    """A ``distributed.Client`` on a dask-jobqueue cluster: ``jobs`` batch jobs of one single-threaded worker each.
+
+    Each job asks the batch system for one core and ``memory``; the workers run this Python
+    (``sys.executable``), so the nodes must see the same environment. The call returns once every worker has
+    joined (within ``timeout`` seconds), so that chunks are spread over all of them. Samples do not depend on
+    where they run: the same seeds give the same bits as on a ``LocalCluster`` of single-threaded workers.
+
+    Parameters
+    ----------
+    kind : {"slurm", "pbs"}
+        dask-jobqueue's ``SLURMCluster`` or ``PBSCluster``.
+    jobs : int
+        Batch jobs (= workers) to start.
+    memory, walltime, queue : str
+        Per-job memory, wall-clock limit and queue/partition (the batch system's default when None).
+    timeout : float
+        Seconds to wait for the workers to join.
+
+    Raises
+    ------
+    xoceandiff.errors.InvalidDataError
+        An unknown kind, a bad number of jobs, or workers that did not join in time.
+    xoceandiff.errors.MissingDependencyError
+        dask-jobqueue is not installed.
+    """
+    if kind not in JOBQUEUES:
+        raise InvalidDataError(f"jobqueue: expected one of {', '.join(JOBQUEUES)}, found {kind!r}.")
+    if isinstance(jobs, bool) or int(jobs) != jobs or jobs <= 0:
+        raise InvalidDataError(f"jobs: expected a positive number of batch jobs, found {jobs!r}.")
+    try:
+        import dask_jobqueue
+        from distributed import Client
+    except ImportError as err:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "a batch-system cluster needs 'dask-jobqueue' and 'distributed'; install them with "
+            'pip install "xoceandiff[hpc]".'
+        ) from err
+    cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.PBSCluster
+    cluster = cls(cores=1, processes=1, memory=memory, walltime=walltime, queue=queue, python=sys.executable,
+                  scheduler_options={"dashboard_address": None}, log_directory=None)
+    cluster.scale(jobs=int(jobs))
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(int(jobs), timeout=timeout)
+    except TimeoutError as err:
+        client.close()
+        cluster.close()
+        raise InvalidDataError(
+            f"jobqueue: {jobs} {kind} job(s) submitted but not all workers joined within {timeout:g} s; check the "
+            f"queue (squeue / qstat) and that the nodes see this Python ({sys.executable})."
+        ) from err
+    return client
 
 
 def _free_space(path: Path) -> int:
