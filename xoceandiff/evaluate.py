@@ -283,12 +283,14 @@ def evaluate_member(folder: PathLike, mesh_mask: PathLike | xr.Dataset) -> Membe
         max |u| at each dump; along ``step``, ``u_max`` and ``ssh_max`` of ``run.stat``; along ``time``, the
         drift of the output's volume means.
     """
-    folder = Path(folder)
+    return _evaluate_member(Path(folder), mesh_mask, _mesh(mesh_mask))
+
+
+def _evaluate_member(folder: Path, mesh_mask: PathLike | xr.Dataset, mesh: _Mesh) -> MemberRun:
     if not (folder / "namelist_cfg").is_file():
         raise MissingVariableError(f"{str(folder)!r}: no namelist_cfg; expected a NEMO run folder.")
     run = read_namelist(folder / "namelist_cfg").get("namrun", {})
     first, last = int(run.get("nn_it000", 1)), run.get("nn_itend")
-    mesh = _mesh(mesh_mask)
     survived, stopped_at, message = run_status(folder, last_step=None if last is None else int(last))
     names = ("tn", "sn", "un", "vn")
     start = _read_restart(_initial_files(folder, str(run.get("cn_ocerst_in", "restart"))), mesh.shape, ("tn", "sn"))
@@ -394,8 +396,9 @@ def evaluate(runs: PathLike, reference: PathLike | None = None, *, mesh_mask: Pa
         ``table`` holds ``samples_<measure>``, ``reference_<measure>`` (means over the surviving members) and
         ``ratio_<measure>`` along ``dump``.
     """
-    samples = tuple(evaluate_member(folder, mesh_mask) for folder in _members(Path(runs)))
-    refs = tuple(evaluate_member(folder, mesh_mask) for folder in _members(Path(reference))) if reference else ()
+    mesh = _mesh(mesh_mask)  # read once for every member
+    samples = tuple(_evaluate_member(folder, mesh_mask, mesh) for folder in _members(Path(runs)))
+    refs = tuple(_evaluate_member(folder, mesh_mask, mesh) for folder in _members(Path(reference))) if reference else ()
     mean_s, mean_r = _set_mean(samples), _set_mean(refs)
     table = xr.Dataset()
     if mean_s.data_vars:
