@@ -78,3 +78,18 @@ def constraint_case():
     ctx = ConstraintContext.from_model(dino, layout, norm, dtype=torch.float64)
     data = to_tensor(normalise(dino, norm), layout).double()
     return dino, (layout, norm, ctx, data)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say in the log whether the tests on the local SLURM ran, were skipped or failed (CI must show they ran)."""
+    outcomes = []
+    for status in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(status, []):
+            if getattr(report, "nodeid", "").startswith("tests/test_slurm.py") and report.when in ("call", "setup"):
+                if status == "passed" and report.when != "call":
+                    continue
+                outcomes.append(f"{report.nodeid.split('::')[-1]}: {status}")
+    if outcomes:
+        terminalreporter.write_sep("-", "tests on the local SLURM")
+        for line in outcomes:
+            terminalreporter.write_line(line)

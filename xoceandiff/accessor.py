@@ -186,6 +186,8 @@ class OceanDiffAccessor:
         chunks: int | None = None,
         progress: bool = True,
         level_means: xr.Dataset | str | None = None,
+        condition: Mapping[str, Any] | None = None,
+        guidance: float = 1.0,
     ) -> xr.Dataset:
         """Generate ``n`` ocean states on this dataset's grid: in memory, or lazily with ``chunks``.
 
@@ -194,7 +196,8 @@ class OceanDiffAccessor:
         The default sampler is DDIM with 50 steps; ``sampler="ddpm"`` (1000 steps) is the paper's setting.
         ``level_means`` chooses what ``zero_mean`` drives the level means to: the training data's (default) or
         the statistics of chosen records (``ds.isel(t=slice(-72, None)).oceandiff.statistics(weighted=True)``
-        places the samples at the end of a run that still drifts).
+        places the samples at the end of a run that still drifts). A conditional model samples for
+        ``condition`` (``{"day_of_year": 180}``; see :func:`xoceandiff.sampling.sample`).
 
         Examples
         --------
@@ -208,11 +211,13 @@ class OceanDiffAccessor:
             from .parallel import sample_lazy
 
             return sample_lazy(self._ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps,
-                               seed=seed, batch_size=batch_size, device=device, dtype=dtype, level_means=level_means)
+                               seed=seed, batch_size=batch_size, device=device, dtype=dtype, level_means=level_means,
+                               condition=condition, guidance=guidance)
         from .sampling import sample
 
         return sample(self._ds, n, constraints, model=model, sampler=sampler, steps=steps, seed=seed,
-                      batch_size=batch_size, device=device, dtype=dtype, progress=progress, level_means=level_means)
+                      batch_size=batch_size, device=device, dtype=dtype, progress=progress, level_means=level_means,
+                      condition=condition, guidance=guidance)
 
     # -- diagnostics --------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from .canonical import (
     salinity_kind,
 )
 from .canonical import grid_kit as kit_of
-from .errors import CheckpointError, InvalidDataError
+from .errors import CheckpointError, InvalidDataError, XOceanDiffError
 from .layout import Layout, check_fingerprint, grid_fingerprint
 from .normalisation import Normaliser, statistics
 
@@ -328,6 +328,13 @@ def _record_means(ds: xr.Dataset, fields: tuple[str, ...]) -> dict[str, Any] | N
         means = (field.where(weights > 0) * weights).sum((Y, X)) / weights.sum((Y, X)).where(lambda w: w > 0)
         means = means.transpose(rdim, ...)
         out[name] = (means.data if Z in means.dims else means.data[:, None]).astype(np.float64)
+    try:  # the records' day of the year and time in the run, for conditional sampling's targets
+        from .conditions import record_conditions
+
+        values = record_conditions(ds.isel({rdim: chosen}), ["day_of_year", "run_time"])[1]
+        out.update({name: np.asarray(v, dtype=np.float64) for name, v in values.items()})
+    except XOceanDiffError:  # records without dates: no conditional targets
+        pass
     return out
 
 

@@ -432,6 +432,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay,
         background=args.background,
         prediction_type=args.prediction_type,
+        conditions=args.conditions,
         drop_nan_snapshots=args.drop_nan_snapshots,
         progress=not args.no_progress,
         record={"command": command, "data": " ".join(args.data)},
@@ -471,6 +472,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 ds, args.n, args.constraints, out=args.out, model=model, chunks=args.chunks, overwrite=args.overwrite,
                 client=client, sampler=args.sampler, steps=args.steps, seed=args.seed, device=args.device,
                 resources={"GPU": 1} if args.gpu_resources else None, level_means=args.level_means,
+                condition=dict(args.condition) or None, guidance=args.guidance,
             )
     finally:
         if client is not None:
@@ -519,6 +521,25 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                                                        depth_box=args.depth_box)
     print(f"\nreport written to {args.out} ({len(figures)} figures)")
     return 0
+
+
+def _condition(text: str) -> tuple[str, float]:
+    """``--condition NAME=VALUE``: a condition of a conditional model and its value."""
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. day_of_year=180), found {text!r}") from None
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
+    return value
 
 
 def _date(text: str) -> int:
@@ -673,6 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "sample", "v_prediction"],
                        help="what a new network learns to output (default: %(default)s, the paper's)")
     train.add_argument("--ema-decay", type=_decay, default=None, help="keep an EMA of the weights with this decay")
+    train.add_argument("--conditions", nargs="+", default=[], choices=["day_of_year", "run_time"],
+                       help="train a conditional model on the records' day of the year and/or time in the run")
     train.add_argument("--checkpoint-every", type=_positive_int, default=None, help="also checkpoint every N steps")
     train.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 (default: the GPU if any)")
     train.add_argument("--drop-nan-snapshots", action="store_true", help="drop snapshots with NaN on ocean cells")
@@ -698,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--level-means", default="training", choices=["training", "records"],
                         help="what zero_mean drives level means to: the training mean, or one training record's "
                              "per sample (default: %(default)s)")
+    sample.add_argument("--condition", type=_condition, nargs="+", default=[], metavar="NAME=VALUE",
+                        help="for a conditional model: day_of_year=180 (0: 1 January) and/or run_time=58.5 (years)")
+    sample.add_argument("--guidance", type=_non_negative_float, default=1.0,
+                        help="classifier-free guidance scale (default: %(default)s, none)")
     sample.add_argument("--data", nargs="+", default=None, help="NEMO files giving the grid (default: the DINO-like grid)")
     sample.add_argument("--mesh-mask", default=None,
                         help="mesh_mask.nc or domain_cfg.nc of --data, or alone: the grid to sample on "

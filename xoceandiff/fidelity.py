@@ -82,6 +82,7 @@ __all__ = [
     "convection_available",
     "novelty",
     "fidelity",
+    "conditional_skill",
 ]
 
 FIDELITY_FIELDS: tuple[str, ...] = ("toce", "soce")
@@ -759,3 +760,90 @@ def fidelity(samples: xr.Dataset, reference: xr.Dataset, *, eos: EosName = "auto
     out = xr.merge(parts, combine_attrs="drop_conflicts")
     out.attrs.update({"eos": eos, "n_std": float(n_std), "convection": int(convection_available())})
     return out
+
+
+# --- conditional skill ---------------------------------------------------------------------------------
+
+
+def conditional_skill(samples: xr.Dataset, reference: xr.Dataset, day_of_year: float, *,
+                      window: float = 15.0) -> xr.Dataset:
+    r"""How well samples generated for ``day_of_year`` match the data's state for that day.
+
+    The data's state for the day is the mean of its records within ``window`` days of it (on the calendar's
+    circle); anomalies are taken from the mean of all records. With :math:`A` the cell areas of the surface
+    ocean, :math:`s` the samples' mean surface temperature and :math:`d` the day's data mean:
+
+    - ``sst_anomaly_correlation``: area-weighted correlation over the surface ocean of :math:`s - ar d_{all}`
+      with :math:`d - ar d_{all}`;
+    - ``upper_t_samples`` / ``upper_t_data`` / ``upper_t_data_std``: volume-mean T of the top 200 m, of the
+      samples (their mean) and of the day's records (mean and std across them, ddof 0);
+    - ``level_mean_error_toce``: RMS over levels (weighted by their ocean volume) of the difference of the
+      area-weighted level means of T, samples' mean minus the day's data mean.
+
+    Parameters
+    ----------
+    samples : xarray.Dataset
+        Samples generated for ``day_of_year`` (dimension ``sample``).
+    reference : xarray.Dataset
+        The data, with a time coordinate (its calendar gives the year's length).
+    day_of_year : float
+        0-based day of the year.
+    window : float
+        Half-width in days of the data records taken as "that day".
+
+    Returns
+    -------
+    xarray.Dataset
+        The scalars above, computed.
+    """
+    from .conditions import record_conditions
+
+    s_dim, r_dim = _check_pair(samples, reference)
+    specs, values = record_conditions(reference, ["day_of_year"])
+    period = specs[0].days_per_year
+    gap = np.abs(values["day_of_year"] - float(day_of_year)) % period
+    near = np.flatnonzero(np.minimum(gap, period - gap) <= window)
+    if near.size == 0:
+        raise InvalidDataError(f"day_of_year: no record of the data within {window:g} days of {day_of_year!r}; "
+                               "widen window.")
+    ocean = _bare(ocean_mask(reference))
+    area = (_bare(grid_variable(reference, "e1t")) * _bare(grid_variable(reference, "e2t"))).where(ocean, 0.0)
+    toce_data, toce_samples = _field(reference, "toce"), _field(samples, "toce")
+    climate = toce_data.mean(r_dim)
+    day = toce_data.isel({r_dim: near})
+    surface = {Z: 0}
+    a = area.isel(surface)
+    d = (day.mean(r_dim) - climate).isel(surface).where(ocean.isel(surface), 0.0)
+    m = (toce_samples.mean(s_dim) - climate).isel(surface).where(ocean.isel(surface), 0.0)
+    w = a / a.sum()
+    d0, m0 = d - (w * d).sum(), m - (w * m).sum()
+    correlation = (w * d0 * m0).sum() / np.sqrt((w * d0**2).sum() * (w * m0**2).sum())
+    volume = _bare(cell_volume(reference))
+    upper = ocean & (_bare(grid_variable(reference, "gdept_1d")) < 200.0)
+    upper_volume = volume.where(upper, 0.0)
+
+    def upper_mean(x: xr.DataArray) -> xr.DataArray:
+        return (x.where(upper, 0.0) * upper_volume).sum(SPATIAL_DIMS) / upper_volume.sum()
+
+    def level_means(x: xr.DataArray) -> xr.DataArray:
+        return (x.where(ocean, 0.0) * area).sum((Y, X)) / area.sum((Y, X)).where(lambda v: v > 0)
+
+    day_upper = upper_mean(day)
+    level_gap = level_means(toce_samples.mean(s_dim)) - level_means(day.mean(r_dim))
+    level_volume = volume.sum((Y, X))
+    level_error = np.sqrt((level_volume * level_gap.fillna(0.0) ** 2).sum() / level_volume.sum())
+    out = xr.Dataset({
+        "sst_anomaly_correlation": correlation.assign_attrs(
+            long_name="Correlation of the samples' mean SST anomaly with the data's for the day", units="1"),
+        "upper_t_samples": upper_mean(toce_samples).mean(s_dim).assign_attrs(
+            long_name="Samples' volume-mean T of the top 200 m", units=_T_UNITS),
+        "upper_t_data": day_upper.mean(r_dim).assign_attrs(
+            long_name="Day's data volume-mean T of the top 200 m", units=_T_UNITS),
+        "upper_t_data_std": day_upper.std(r_dim).assign_attrs(
+            long_name="Spread (std) of the day's data volume-mean T of the top 200 m", units=_T_UNITS),
+        "level_mean_error_toce": level_error.assign_attrs(
+            long_name="Volume-weighted RMS over levels of the samples' minus the day's level means of T",
+            units=_T_UNITS),
+    })
+    out.attrs = {"day_of_year": float(day_of_year), "window_days": float(window), "data_records": int(near.size)}
+    return out.compute()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -174,10 +174,19 @@ class Denoiser(torch.nn.Module):
         scheduler_config: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         background: bool = False,
+        conditions: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         super().__init__()
         channels = _check_channels(channels)
         size = _check_sample_size(sample_size)
+        from .conditions import ConditionSpec
+
+        self.conditions = tuple(ConditionSpec.from_dict(c) for c in conditions)
+        if self.conditions:
+            if net is not None:
+                raise InvalidDataError("conditions: only the built-in U-Net takes conditions, not a custom net=.")
+            # the encoded conditions reach the U-Net as its class embedding, added to the time embedding
+            unet_kwargs = {**dict(unet_kwargs or {}), "class_embed_type": "identity"}
         self.background = bool(background)
         if self.background:
             # The diffusion variable is y = (x - offset) / scale: anomalies about the training
@@ -187,6 +196,13 @@ class Denoiser(torch.nn.Module):
 
         net, resolved, preset_name, network = build_network(channels, size, preset, unet_kwargs, net)
         self.net = net
+        if self.conditions:
+            width = int(resolved.get("time_embedding_dim") or resolved["block_out_channels"][0] * 4)
+            inputs = sum(c.width for c in self.conditions)
+            self.condition_embedding = torch.nn.Sequential(
+                torch.nn.Linear(inputs, width), torch.nn.SiLU(), torch.nn.Linear(width, width))
+            torch.nn.init.zeros_(self.condition_embedding[2].weight)  # starts as the unconditional model
+            torch.nn.init.zeros_(self.condition_embedding[2].bias)
         # Stored in the form JSON gives back, so that a loaded model's config compares equal.
         self._config: dict[str, Any] = json_roundtrip(
             {
@@ -196,6 +212,8 @@ class Denoiser(torch.nn.Module):
                 "unet_kwargs": resolved,
                 "network": network,
                 "background": self.background,
+                # only conditional models record the key: older checkpoints' configs stay as they were
+                **({"conditions": [c.to_dict() for c in self.conditions]} if self.conditions else {}),
             },
             "config",
         )
@@ -277,7 +295,8 @@ class Denoiser(torch.nn.Module):
         """
         return DDPMScheduler.from_config(self.scheduler_config)
 
-    def forward(self, x: torch.Tensor, timesteps: int | torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: int | torch.Tensor,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the noise in ``x`` at diffusion step ``timesteps``.
 
         Parameters
@@ -287,6 +306,9 @@ class Denoiser(torch.nn.Module):
         timesteps : int or torch.Tensor
             One step for the whole batch (an int or a 0-d tensor), or one per sample (a 1-d tensor
             of length ``batch``, or 1).
+        condition : torch.Tensor, optional
+            Encoded conditions ``(batch, inputs)`` (:func:`xoceandiff.conditions.encode_conditions`) of a
+            conditional model; None for the unconditional prediction.
 
         Returns
         -------
@@ -323,7 +345,15 @@ class Denoiser(torch.nn.Module):
                 f"timesteps must be an int, a 0-d tensor or a 1-d tensor of length 1 or {batch} "
                 f"(the batch size); found shape {tuple(t.shape)}"
             )
-        out = self.net(x, t)
+        if self.conditions:
+            if condition is None:
+                condition = torch.zeros(batch, self.condition_embedding[0].in_features)
+            condition = condition.to(device=x.device, dtype=self.condition_embedding[0].weight.dtype)
+            out = self.net(x, t, class_labels=self.condition_embedding(condition))
+        elif condition is not None:
+            raise CheckpointError("condition: this model was not trained with conditions; sample it without one.")
+        else:
+            out = self.net(x, t)
         if isinstance(out, tuple):
             out = out[0]
         out = getattr(out, "sample", out)
@@ -375,6 +405,8 @@ class Denoiser(torch.nn.Module):
         (True, ['toce', 'soce', 'ssh'])
         """
         tensors = dict(self.net.state_dict())
+        if self.conditions:
+            tensors.update({f"condition.{k}": v for k, v in self.condition_embedding.state_dict().items()})
         if self.background:
             tensors["space.offset"] = self.space_offset
             tensors["space.scale"] = self.space_scale
@@ -471,11 +503,17 @@ def load_model(
             scheduler_config=document["scheduler"],
             metadata={k: v for k, v in metadata.items() if card is None or k not in CARD_KEYS},
             background=bool(model_config.get("background", False)),
+            conditions=model_config.get("conditions") or (),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}/{CONFIG_FILE} does not describe a model this version can build: {error}") from error
     weights = Path(path) / WEIGHTS_FILE
     space = {key: tensors.pop(key) for key in ("space.offset", "space.scale") if key in tensors}
+    embedding = {key[len("condition."):]: tensors.pop(key) for key in list(tensors) if key.startswith("condition.")}
+    if model.conditions:
+        _load_state(model.condition_embedding, embedding, weights)
+    elif embedding:
+        raise CheckpointError(f"{weights} holds condition weights but its config has no conditions")
     if model.background:
         if len(space) != 2:
             raise CheckpointError(f"{weights} lacks the background tensors space.offset/space.scale its config announces")

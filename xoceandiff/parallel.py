@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,7 @@ def cached_model(path: str, sha256: str, device: str):
 
 def _chunk_values(checkpoint: str, sha256: str, grid: xr.Dataset, indices: Sequence[int],
                   constraints: Sequence[Constraint], options: dict[str, Any],
-                  level_means: tuple[dict[str, tuple[float, ...]] | None, str] = (None, "training")) -> np.ndarray:
+                  extras: Mapping[str, Any] | None = None) -> np.ndarray:
     """Samples ``indices`` in physical units, stacked as (k, toce levels + soce levels + ssh, ny, nx).
 
     Runs on a worker: the options arrive as plain values (device and dtype as strings) and become torch
@@ -140,7 +140,7 @@ def _chunk_values(checkpoint: str, sha256: str, grid: xr.Dataset, indices: Seque
     device = options["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     model = cached_model(checkpoint, sha256, device)
     plan = SamplingPlan(model, tuple(constraints), SamplingOptions(**{**options, "device": torch.device(device)}),
-                        *level_means)
+                        **dict(extras or {}))
     out = generate(grid, plan, indices)
     return np.concatenate([out[name].values if name in THREE_D else out[name].values[:, None]
                            for name in model.card.fields], axis=1)
@@ -178,6 +178,8 @@ def sample_lazy(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     level_means: xr.Dataset | str | None = None,
+    condition: Mapping[str, Any] | None = None,
+    guidance: float = 1.0,
 ) -> xr.Dataset:
     """Like :func:`xoceandiff.sampling.sample`, but lazy: one dask task per chunk of ``chunks`` samples.
 
@@ -204,17 +206,20 @@ def sample_lazy(
     (2, 2)
     """
     return _sample_lazy(ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps, seed=seed,
-                        batch_size=batch_size, device=device, dtype=dtype, level_means=level_means)[0]
+                        batch_size=batch_size, device=device, dtype=dtype, level_means=level_means,
+                        condition=condition, guidance=guidance)[0]
 
 
 def _sample_lazy(ds: xr.Dataset, n: int, constraints: Any, *, model, chunks: int, sampler: str, steps: int | None,
-                 seed: int, batch_size: int | None, device, dtype, level_means: xr.Dataset | str | None = None
+                 seed: int, batch_size: int | None, device, dtype, level_means: xr.Dataset | str | None = None,
+                 condition: Mapping[str, Any] | None = None, guidance: float = 1.0
                  ) -> tuple[xr.Dataset, SamplingPlan]:
     """:func:`sample_lazy` and the validated plan behind it."""
     options = SamplingOptions(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
                               device=None if device is None else torch.device(device),
                               dtype=dtype or torch.float32, progress=False)
-    plan = plan_sampling(ds, n, constraints, model=model, options=options, level_means=level_means)
+    plan = plan_sampling(ds, n, constraints, model=model, options=options, level_means=level_means,
+                         condition=condition, guidance=guidance)
     if isinstance(chunks, bool) or int(chunks) != chunks or not 0 < chunks <= n:
         raise InvalidDataError(f"chunks: expected a number of samples per chunk between 1 and n={n}, found {chunks!r}.")
     model = plan.model
@@ -334,6 +339,16 @@ def check_request_size(plan: SamplingPlan, n: int, chunks: int) -> None:
         )
 
 
+def _plan_extras(plan: SamplingPlan) -> dict[str, Any]:
+    """What a task needs of the plan besides the model, constraints and options, as plain values."""
+    return {
+        "level_means": None if plan.level_means is None else dict(plan.level_means),
+        "level_means_source": plan.level_means_source,
+        "condition": None if plan.condition is None else {k: np.asarray(v).tolist() for k, v in plan.condition.items()},
+        "guidance": float(plan.guidance),
+    }
+
+
 def _lazy_blocks(ds: xr.Dataset, plan: SamplingPlan, n: int, chunks: int) -> dsa.Array:
     """One delayed task per chunk of samples, concatenated along the sample axis."""
     model, layout = plan.model, plan.model.card.layout
@@ -345,7 +360,7 @@ def _lazy_blocks(ds: xr.Dataset, plan: SamplingPlan, n: int, chunks: int) -> dsa
         indices = list(range(first, min(first + chunks, n)))
         task = dask.delayed(_chunk_values, pure=True)(
             str(model.checkpoint_path), model.checkpoint_hash, grid, indices, list(plan.constraints), wire,
-            (None if plan.level_means is None else dict(plan.level_means), plan.level_means_source),
+            _plan_extras(plan),
             dask_key_name=f"xoceandiff-sample-{model.checkpoint_hash[:12]}-{wire['seed']}-{first}-{len(indices)}",
         )
         blocks.append(dsa.from_delayed(task, shape=(len(indices), width, layout.ny, layout.nx), dtype=np.float32))
@@ -398,6 +413,8 @@ def run_settings(plan: SamplingPlan, n: int, chunks: int) -> dict[str, Any]:
         "n": int(n),
         "chunks": int(chunks),
         "level_means": None if plan.level_means is None else {k: list(v) for k, v in plan.level_means.items()},
+        **({} if plan.condition is None else {
+            "condition": {k: np.asarray(v).tolist() for k, v in plan.condition.items()}, "guidance": plan.guidance}),
     }
 
 
@@ -791,6 +808,8 @@ def generate_to_netcdf(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     level_means: xr.Dataset | str | None = None,
+    condition: Mapping[str, Any] | None = None,
+    guidance: float = 1.0,
 ) -> Path:
     """Generate ``n`` samples chunk by chunk into ``out``; resumable after a kill.
 
@@ -857,7 +876,8 @@ def generate_to_netcdf(
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{str(out)!r} exists; pass overwrite=True (--overwrite) to replace it.")
     lazy, plan = _sample_lazy(ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps,
-                              seed=seed, batch_size=batch_size, device=device, dtype=dtype, level_means=level_means)
+                              seed=seed, batch_size=batch_size, device=device, dtype=dtype, level_means=level_means,
+                              condition=condition, guidance=guidance)
     n, chunks = int(n), int(chunks)
     paths = part_paths(out, n, chunks)
     folder = paths[0].parent

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .canonical import field_attrs
 from .card import ModelCard
+from .conditions import condition_date, encode_conditions, requested_conditions
 from .constraints import Constraint, ConstraintContext, get_constraints
 from .conventions import PAPER_REFERENCE, SAMPLE_DIM
 from .errors import CheckpointError, GridMismatchError, InvalidDataError
@@ -182,12 +183,16 @@ def sample_tensors(
     ctx: ConstraintContext | None = None,
     options: SamplingOptions | None = None,
     targets: torch.Tensor | None = None,
+    condition: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Normalised samples ``(len(indices), C, H, W)`` on the CPU, float32: the sampling loop.
 
     ``indices`` name the samples (their random streams), so any subset can be generated anywhere. The
     caller's model is left as it is (see :meth:`~xoceandiff.model.Denoiser.detached_copy`). ``targets``,
     ``(len(indices), C)``, replaces ``ctx.target`` sample by sample (one level-mean profile per sample).
+    ``condition`` ``(len(indices), k)`` holds a conditional model's encoded conditions; with ``guidance``
+    :math:`w \\ne 1` the denoiser output is :math:`o_u + w (o_c - o_u)` (classifier-free guidance).
     """
     options = options or SamplingOptions()
     device = options.device or next(model.parameters()).device
@@ -201,14 +206,16 @@ def sample_tensors(
     for first in range(0, len(indices), batch_size):
         batch = indices[first : first + batch_size]
         batch_ctx = ctx if targets is None else replace(ctx, target=targets[first : first + batch_size].to(device))
-        out.append(_sample_batch(model, batch, constraints, batch_ctx, options, device, bar).float().cpu())
+        batch_condition = None if condition is None else condition[first : first + batch_size].to(device)
+        out.append(_sample_batch(model, batch, constraints, batch_ctx, options, device, bar,
+                                 condition=batch_condition, guidance=guidance).float().cpu())
     bar.close()
     return torch.cat(out) if out else torch.empty((0, *shape))
 
 
 def _sample_batch(model: Denoiser, batch: list[int], constraints: Sequence[Constraint], ctx, options: SamplingOptions,
-                  device: torch.device, bar, watch: Callable[[str, Any, torch.Tensor], None] | None = None
-                  ) -> torch.Tensor:
+                  device: torch.device, bar, watch: Callable[[str, Any, torch.Tensor], None] | None = None,
+                  condition: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
     """One batch through the loop; the normalised state ``x`` is what constraints see.
 
     ``watch(source, t, tensor)``, when given, sees the output of the denoiser and of every constraint (used
@@ -224,7 +231,13 @@ def _sample_batch(model: Denoiser, batch: list[int], constraints: Sequence[Const
     clip = _x0_clip(model, scheduler, device, dtype)
     with torch.inference_mode():
         for t in scheduler.timesteps:
-            output = model(y, t.to(device))  # epsilon, x0 or v: the scheduler knows which
+            if condition is None:
+                output = model(y, t.to(device))  # epsilon, x0 or v: the scheduler knows which
+            else:
+                output = model(y, t.to(device), condition=condition)
+                if guidance != 1.0:
+                    unconditional = model(y, t.to(device))
+                    output = unconditional + guidance * (output - unconditional)
             if watch is not None:
                 watch("the denoiser", int(t), output)
             if clip is not None:
@@ -311,6 +324,8 @@ class SamplingPlan:
     options: SamplingOptions
     level_means: Mapping[str, tuple[float, ...]] | None = None
     level_means_source: str = "training"
+    condition: Mapping[str, Any] | None = None  # per condition, one value per sample of the whole request
+    guidance: float = 1.0
 
     @property
     def means(self) -> Mapping[str, tuple[float, ...]] | None:
@@ -344,6 +359,8 @@ def plan_sampling(
     model: Denoiser | str | os.PathLike | None = None,
     options: SamplingOptions | None = None,
     level_means: xr.Dataset | str | None = None,
+    condition: Mapping[str, Any] | None = None,
+    guidance: float = 1.0,
 ) -> SamplingPlan:
     """Check a sampling request before any work (the eager and the chunked paths share it).
 
@@ -353,9 +370,15 @@ def plan_sampling(
     :attr:`~xoceandiff.card.ModelCard.record_means`), or a statistics Dataset (e.g. of the last records of a
     run that still drifts: ``ds.isel(t=slice(-36, None)).oceandiff.statistics(weighted=True)``).
 
+    ``condition`` (a conditional model's, :mod:`xoceandiff.conditions`): per condition a value for every
+    sample or one per sample; the mean constraints then drive each sample to the level means of the training
+    records nearest its condition (their mean, or one of them with ``"records"``). ``guidance`` is the
+    classifier-free guidance scale (1: the conditional model alone; above 1 sharpens the condition at the
+    price of a second denoiser call per step).
+
     Raises a clear error for ``n <= 0``, an unknown sampler or steps out of range, a model without a card
-    or on another grid (:class:`~xoceandiff.errors.GridMismatchError`), and a constraint that needs a field
-    the model does not produce.
+    or on another grid (:class:`~xoceandiff.errors.GridMismatchError`), a constraint that needs a field
+    the model does not produce, and a condition the model was not trained with.
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
         raise InvalidDataError(f"n: expected a positive integer number of samples, found {n!r}.")
@@ -369,22 +392,26 @@ def plan_sampling(
     model.card.check_grid(ds)
     chosen = tuple(get_constraints(constraints, layout=model.card.layout))
     make_scheduler(model, options.sampler, options.steps)  # validates steps against the model's schedule
+    wanted = requested_conditions(model.conditions, condition, int(n))
+    if not (isinstance(guidance, int | float) and np.isfinite(guidance) and guidance >= 0):
+        raise InvalidDataError(f"guidance: expected a scale >= 0 (1: no guidance), found {guidance!r}.")
+    extras = {"condition": wanted, "guidance": float(guidance)}
     if level_means is None or (isinstance(level_means, str) and level_means == "training"):
-        return SamplingPlan(model, chosen, options)
+        return SamplingPlan(model, chosen, options, **extras)
     if isinstance(level_means, str) and level_means == "records":
         if model.card.record_means is None:
             raise CheckpointError(
                 "level_means='records': the model's card keeps no per-record level means (a checkpoint written before "
                 "they were kept); retrain it, or pass level_means='training' or a statistics Dataset."
             )
-        return SamplingPlan(model, chosen, options, None, "records")
+        return SamplingPlan(model, chosen, options, None, "records", **extras)
     if not isinstance(level_means, xr.Dataset):
         raise InvalidDataError(
             f"level_means: expected 'training', 'records' or a statistics Dataset "
             f"(ds.oceandiff.statistics(weighted=True)), found {level_means!r}."
         )
     source = str(level_means.attrs.get("level_means_source", "given statistics"))
-    return SamplingPlan(model, chosen, options, _level_means(level_means.compute(), model.card), source)
+    return SamplingPlan(model, chosen, options, _level_means(level_means.compute(), model.card), source, **extras)
 
 
 def generate(grid: xr.Dataset, plan: SamplingPlan, indices: Sequence[int]) -> xr.Dataset:
@@ -398,10 +425,20 @@ def generate(grid: xr.Dataset, plan: SamplingPlan, indices: Sequence[int]) -> xr
     ctx = ConstraintContext.from_model(grid, card.layout, card.normaliser, device=device, dtype=options.dtype,
                                        means=plan.means, salinity=card.salinity,
                                        background=model.space_offset if model.background else None)
-    targets = None
-    if plan.level_means_source == "records":
+    targets, condition = None, None
+    if plan.condition is not None:
+        wanted = {name: np.asarray(values)[list(indices)] for name, values in plan.condition.items()}
+        condition = torch.as_tensor(encode_conditions(model.conditions, wanted, len(indices)), dtype=torch.float32)
+    nearest = nearest_records(card, plan, indices)
+    if nearest is not None and plan.level_means is None:
+        if plan.level_means_source == "records":  # one of the records nearest the condition
+            targets = record_targets(card, ctx, record_choices(card, options.seed, indices, among=nearest))
+        else:  # their mean: the data's mean state for that condition
+            targets = torch.stack([record_targets(card, ctx, rows).mean(0) for rows in nearest])
+    elif plan.level_means_source == "records":
         targets = record_targets(card, ctx, record_choices(card, options.seed, indices))
-    tensors = sample_tensors(model, indices, plan.constraints, ctx=ctx, options=options, targets=targets)
+    tensors = sample_tensors(model, indices, plan.constraints, ctx=ctx, options=options, targets=targets,
+                             condition=condition, guidance=plan.guidance)
     out = from_tensor(tensors, card.layout, grid, dim=SAMPLE_DIM, normaliser=card.normaliser)
     for name in card.fields:
         out[name].attrs = sample_field_attrs(card, name)
@@ -412,23 +449,90 @@ def sample_coords(plan: SamplingPlan, indices: Sequence[int]) -> dict[str, Any]:
     """The sample axis's coordinates: the sample indices and, for ``level_means="records"``, each sample's record."""
     coords: dict[str, Any] = {SAMPLE_DIM: (SAMPLE_DIM, np.asarray(indices, dtype=np.int64),
                                            {"long_name": "Sample index (random stream)", "units": "1"})}
-    if plan.level_means_source == "records":
-        card = plan.model.card
-        rows = record_choices(card, plan.options.seed, indices)
+    card = plan.model.card
+    nearest = nearest_records(card, plan, indices)
+    if plan.level_means_source == "records" and plan.level_means is None:
+        rows = record_choices(card, plan.options.seed, indices, among=nearest)
         coords["level_means_record"] = (SAMPLE_DIM, np.asarray(card.record_means["record"])[rows], {
             "long_name": "Training record whose level means the mean constraints drove this sample to", "units": "1"})
+    if plan.condition is not None:
+        coords.update(condition_coords(plan, indices))
     return coords
 
 
-def record_choices(card: ModelCard, seed: int, indices: Sequence[int]) -> np.ndarray:
+NEAREST_RECORDS = 8
+"""With a condition, the mean constraints' targets come from this many training records nearest to it."""
+
+
+def nearest_records(card: ModelCard, plan: SamplingPlan, indices: Sequence[int]) -> list[np.ndarray] | None:
+    """Per sample, the rows of the card's record means nearest its condition (None without a condition).
+
+    The distance adds, per condition asked for, the day-of-year distance on the calendar's circle in years and
+    the distance in run time in years.
+    """
+    table = card.record_means
+    if plan.condition is None or table is None:
+        return None
+    names = [name for name in plan.condition if name in table]
+    if not names:
+        return None
+    specs = {spec.name: spec for spec in plan.model.conditions}
+    out = []
+    for i in indices:
+        distance = np.zeros(np.asarray(table["record"]).size)
+        for name in names:
+            value, rows = float(np.asarray(plan.condition[name])[int(i)]), np.asarray(table[name], dtype=np.float64)
+            if name == "day_of_year":
+                period = specs[name].days_per_year
+                gap = np.abs(rows - value) % period
+                distance += np.minimum(gap, period - gap) / period
+            else:
+                distance += np.abs(rows - value)
+        out.append(np.argsort(distance, kind="stable")[:NEAREST_RECORDS])
+    return out
+
+
+def condition_coords(plan: SamplingPlan, indices: Sequence[int]) -> dict[str, Any]:
+    """Per-sample coordinates of the conditions asked for, and for a day of the year its date (``time``)."""
+    coords: dict[str, Any] = {}
+    rows = list(indices)
+    specs = {spec.name: spec for spec in plan.model.conditions}
+    labels = {"day_of_year": ("Day of the year the sample was generated for (0: 1 January)", "day"),
+              "run_time": ("Time in the run the sample was generated for (model years)", "year")}
+    for name, values in plan.condition.items():
+        long_name, units = labels[name]
+        coords[f"condition_{name}"] = (SAMPLE_DIM, np.asarray(values, dtype=np.float64)[rows],
+                                       {"long_name": long_name, "units": units})
+    if "day_of_year" in plan.condition:
+        spec = specs["day_of_year"]
+        table = plan.model.card.record_means
+        if "run_time" in plan.condition:
+            years = np.floor(np.asarray(plan.condition["run_time"], dtype=np.float64)[rows]).astype(int)
+        elif table is not None and "run_time" in table:  # the year after the training records
+            years = np.full(len(rows), int(np.floor(np.max(table["run_time"]))) + 1)
+        else:
+            years = np.ones(len(rows), dtype=int)
+        days = np.asarray(plan.condition["day_of_year"], dtype=np.float64)[rows]
+        coords["time"] = (SAMPLE_DIM, np.array([condition_date(spec.calendar, d, y) for d, y in zip(days, years,
+                                                                                                    strict=True)]),
+                          {"long_name": "Date the sample was generated for (00:00 of its day)"})
+    return coords
+
+
+def record_choices(card: ModelCard, seed: int, indices: Sequence[int],
+                   among: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """For ``level_means="records"``: the row of :attr:`ModelCard.record_means` each sample drives to.
 
     Drawn from each sample's own stream (:func:`sample_seed` with a second key), so that a sample gets the same
-    record whatever the batch or chunk it is generated in.
+    record whatever the batch or chunk it is generated in; ``among`` restricts sample ``k`` to the rows
+    ``among[k]`` (the records nearest its condition).
     """
     count = int(np.asarray(card.record_means["record"]).size)
-    return np.asarray([np.random.default_rng([sample_seed(seed, int(i)), 1]).integers(count) for i in indices],
-                      dtype=np.int64)
+    if among is None:
+        return np.asarray([np.random.default_rng([sample_seed(seed, int(i)), 1]).integers(count) for i in indices],
+                          dtype=np.int64)
+    return np.asarray([rows[np.random.default_rng([sample_seed(seed, int(i)), 1]).integers(len(rows))]
+                       for i, rows in zip(indices, among, strict=True)], dtype=np.int64)
 
 
 def record_targets(card: ModelCard, ctx: ConstraintContext, rows: np.ndarray) -> torch.Tensor:
@@ -472,6 +576,8 @@ def sample(
     dtype: torch.dtype | None = None,
     progress: bool = True,
     level_means: xr.Dataset | str | None = None,
+    condition: Mapping[str, Any] | None = None,
+    guidance: float = 1.0,
 ) -> xr.Dataset:
     """Generate ``n`` ocean states on the grid of ``ds``, in physical units, in memory.
 
@@ -507,6 +613,12 @@ def sample(
         data's (default: on a run that still drifts, the middle of the training period), or the statistics
         of chosen records, e.g. the last year's to place the samples at the end of the run
         (``ds.isel(t=slice(-72, None)).oceandiff.statistics(weighted=True)``).
+    condition : mapping, optional
+        For a conditional model: ``{"day_of_year": 180}`` (0-based) and/or ``{"run_time": 58.5}`` (model years),
+        each a number or one per sample (see :func:`plan_sampling`). The samples carry it as coordinates
+        (``condition_day_of_year``, and their date as ``time``).
+    guidance : float
+        Classifier-free guidance scale (1: none).
 
     Returns
     -------
@@ -525,7 +637,8 @@ def sample(
     options = SamplingOptions(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
                               device=None if device is None else torch.device(device),
                               dtype=dtype or torch.float32, progress=progress)
-    plan = plan_sampling(ds, n, constraints, model=model, options=options, level_means=level_means)
+    plan = plan_sampling(ds, n, constraints, model=model, options=options, level_means=level_means,
+                         condition=condition, guidance=guidance)
     out = generate(ds, plan, range(int(n)))
     out.attrs = sample_metadata(ds.attrs, plan)
     return out
@@ -551,6 +664,9 @@ def sample_metadata(template_attrs, plan: SamplingPlan) -> dict:
             "level_means": plan.level_means_source,
         }
     )
+    if plan.condition is not None:
+        attrs["conditions"] = ", ".join(plan.condition)
+        attrs["guidance"] = float(plan.guidance)
     return attrs
 
 

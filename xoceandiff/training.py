@@ -57,6 +57,7 @@ from .checkpoint import (
     read_training_state,
     write_training_state,
 )
+from .conditions import encode_conditions, record_conditions
 from .errors import CheckpointError, InvalidDataError
 from .layout import Layout, to_tensor
 from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model
@@ -162,15 +163,21 @@ class SnapshotStream:
         *,
         seed: int = 0,
         buffer_chunks: int = 4,
+        conditions: np.ndarray | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.buffer_chunks = buffer_chunks
         self.seed = seed
         self.chunks = _ChunkDataset(ds, layout, normaliser)
         self.n_records = int(self.chunks.bounds[-1])
+        # encoded conditions per record (see xoceandiff.conditions): batches are then (states, conditions)
+        self.conditions = None if conditions is None else torch.as_tensor(conditions, dtype=torch.float32)
 
-    def batches(self, start: int = 0) -> Iterator[torch.Tensor]:
-        """Endless iterator of (batch_size, C, H, W) float32 tensors, from batch number ``start`` on."""
+    def batches(self, start: int = 0) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """Endless iterator of (batch_size, C, H, W) float32 tensors, from batch number ``start`` on.
+
+        With conditions, each batch is a pair: the states and their encoded conditions ``(batch_size, k)``.
+        """
         served = 0
         epoch = 0
         while True:
@@ -186,10 +193,17 @@ class SnapshotStream:
                     continue
                 loader = torch.utils.data.DataLoader(self.chunks, batch_size=None, sampler=group, num_workers=0)
                 data = torch.cat(list(loader))
+                if self.conditions is not None:
+                    records = torch.cat([torch.arange(int(self.chunks.bounds[c]), int(self.chunks.bounds[c + 1]))
+                                         for c in group])
                 for b in range(n_batches):
                     if served >= start:
                         # Batches wrap around the buffer so that every batch has batch_size members.
-                        yield data[permutation[(torch.arange(self.batch_size) + b * self.batch_size) % size]]
+                        chosen = permutation[(torch.arange(self.batch_size) + b * self.batch_size) % size]
+                        if self.conditions is None:
+                            yield data[chosen]
+                        else:
+                            yield data[chosen], self.conditions[records[chosen]]
                     served += 1
             epoch += 1
 
@@ -210,6 +224,7 @@ def prepare_model(
     stats_method: str = "pooled",
     background: bool = False,
     prediction_type: str = "epsilon",
+    conditions: Sequence[str] = (),
 ) -> Denoiser:
     """A denoiser carrying the :class:`~xoceandiff.card.ModelCard` of ``ds`` (layout, normaliser, grid).
 
@@ -228,6 +243,9 @@ def prepare_model(
     model's scheduler config. With little training, an x0-predicting network errs towards the average of
     the plausible states, which is smooth in depth and so statically stable, whereas an epsilon-predicting
     one leaves residual noise that flips weakly stratified interfaces.
+
+    ``conditions`` (new presets only; :data:`xoceandiff.conditions.CONDITION_NAMES`) are read from the records'
+    time coordinate; the network then takes them as its class embedding (see :mod:`xoceandiff.conditions`).
 
     Examples
     --------
@@ -249,10 +267,13 @@ def prepare_model(
         scheduler_config = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": prediction_type}
         if background:
             scheduler_config["clip_sample_range"] = 5.0
+        specs = record_conditions(ds, conditions)[0] if conditions else ()
         model = Denoiser(layout.channels, layout.shape, preset=model or "small", background=background,
-                         scheduler_config=scheduler_config)
+                         scheduler_config=scheduler_config, conditions=[spec.to_dict() for spec in specs])
         if background:
             model.set_background(*climatology(ds, layout, card.normaliser))
+    elif conditions:
+        raise InvalidDataError("conditions: only a new model (a preset name) can be built with conditions.")
     elif tuple(model.sample_size) != tuple(layout.shape) or model.channels != layout.channels:
         raise InvalidDataError(
             f"model: expects {model.channels} channels of {tuple(model.sample_size)}, but the data's layout "
@@ -350,8 +371,11 @@ class TrainingOptions:
     progress: bool = True
     record: Mapping[str, Any] = field(default_factory=dict)
     stop_after: int | None = None
+    condition_dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.condition_dropout, int | float) and 0 <= self.condition_dropout < 1):
+            raise InvalidDataError(f"condition_dropout: expected a probability in [0, 1), found {self.condition_dropout!r}.")
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps <= 0:
             raise InvalidDataError(f"steps: expected a positive integer, found {self.steps!r}.")
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size <= 0:
@@ -404,6 +428,7 @@ def set_up(
     scheme: str = "3-std",
     background: bool = False,
     prediction_type: str = "epsilon",
+    conditions: Sequence[str] = (),
 ) -> TrainingRun:
     """Data, model, optimiser, schedules and random state of a run, resumed from ``checkpoint_dir`` if there."""
     device = _default_device(device)
@@ -421,8 +446,12 @@ def set_up(
     if options.resumes:
         model = load_model(options.checkpoint_dir / MODEL_SUBDIR)
     model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
-                          prediction_type=prediction_type)
+                          prediction_type=prediction_type, conditions=() if options.resumes else conditions)
     model.card.check_grid(ds)
+    encoded = None
+    if model.conditions:
+        values = record_conditions(ds, [spec.name for spec in model.conditions])[1]
+        encoded = encode_conditions(model.conditions, values, ds.sizes[record_dim(ds)])
     if options.checkpoint_dir is not None and rank.main:
         _check_writable(options.checkpoint_dir, model)
     model.to(device).train()
@@ -443,7 +472,7 @@ def set_up(
     if options.resumes:
         _resume(run)
     stream = SnapshotStream(ds, model.card.layout, model.card.normaliser, options.batch_size, seed=options.seed,
-                            buffer_chunks=options.buffer_chunks)
+                            buffer_chunks=options.buffer_chunks, conditions=encoded)
     run.batches = stream.batches(run.start_step)
     return run
 
@@ -466,13 +495,21 @@ def _resume(run: TrainingRun) -> None:
     run.losses = list(state.record.get("loss_history", []))
 
 
-def training_step(run: TrainingRun, batch: torch.Tensor) -> float:
+def training_step(run: TrainingRun, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> float:
     """One optimiser step on a global batch of normalised states; returns the loss averaged over ranks.
 
     Every rank draws the global batch's noise and timesteps from the same generator, then keeps its slice:
     N processes see exactly what one process with the same global batch would.
     """
     model, scheduler, device = run.model, run.scheduler, run.device
+    condition = None
+    if isinstance(batch, tuple):
+        batch, condition = batch
+        # classifier-free guidance: each condition is dropped (features and presence flag zeroed) at random
+        keep = (torch.rand(len(batch), len(model.conditions), generator=run.generator)
+                >= run.options.condition_dropout).float()
+        widths = torch.tensor([spec.width for spec in model.conditions])
+        condition = condition * torch.repeat_interleave(keep, widths, dim=1)
     x0 = model.to_model_space(batch.to(device))
     noise = torch.randn(x0.shape, generator=run.generator)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(batch),), generator=run.generator)
@@ -481,7 +518,10 @@ def training_step(run: TrainingRun, batch: torch.Tensor) -> float:
     x0, noise, timesteps = x0[part], noise[part].to(device), timesteps[part].to(device)
     noisy = scheduler.add_noise(x0, noise, timesteps)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=run.use_amp):
-        predicted = run.net(noisy, timesteps)
+        if condition is None:
+            predicted = run.net(noisy, timesteps)
+        else:
+            predicted = run.net(noisy, timesteps, condition=condition[part].to(device))
     loss = torch.nn.functional.mse_loss(predicted.float(), _target(scheduler, x0, noise, timesteps))
     run.optimiser.zero_grad(set_to_none=True)
     loss.backward()
@@ -531,6 +571,8 @@ def train(
     stop_after: int | None = None,
     background: bool = False,
     prediction_type: str = "epsilon",
+    conditions: Sequence[str] = (),
+    condition_dropout: float = 0.1,
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM; epsilon prediction unless told otherwise).
 
@@ -578,6 +620,11 @@ def train(
     prediction_type : {"epsilon", "sample", "v_prediction"}
         What a new network learns to output (see :func:`prepare_model`); a model that already exists
         keeps its own.
+    conditions : sequence of str
+        Train a conditional model (new models only): ``"day_of_year"`` and/or ``"run_time"``, read from the
+        records' time coordinate (see :mod:`xoceandiff.conditions`).
+    condition_dropout : float
+        Probability of dropping each condition of a training sample (classifier-free guidance).
 
     Returns
     -------
@@ -597,10 +644,10 @@ def train(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, ema_decay=ema_decay,
         mixed_precision=mixed_precision, drop_nan_snapshots=drop_nan_snapshots, buffer_chunks=buffer_chunks,
-        progress=progress, record=dict(record or {}), stop_after=stop_after,
+        progress=progress, record=dict(record or {}), stop_after=stop_after, condition_dropout=condition_dropout,
     )
     run = set_up(ds, model, options, device=device, levels=levels, scheme=scheme, background=background,
-                 prediction_type=prediction_type)
+                 prediction_type=prediction_type, conditions=conditions)
     end = options.steps if stop_after is None else min(options.steps, run.start_step + int(stop_after))
     bar = tqdm(total=options.steps, initial=run.start_step, desc="train", unit="step",
                disable=not (options.progress and run.rank.main))
