@@ -637,9 +637,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = args.out or ("xoceandiff-demo" if args.config == "dino" else "xoceandiff-demo-gyre")
     if args.reference is not None and args.config != "gyre":
         raise InvalidDataError("--reference: only for --config gyre (the DINO-like demo builds its own data).")
+    if args.day is not None and args.config != "gyre":
+        raise InvalidDataError("--day: only for --config gyre (the DINO-like model has no seasons).")
     with _writing("--out", out):
         run_demo(out=out, n=args.n, sampler=args.sampler, steps=args.steps, progress=not args.no_progress,
-                 overwrite=args.overwrite, config=args.config, reference=args.reference)
+                 overwrite=args.overwrite, config=args.config, reference=args.reference, day=args.day)
     return 0
 
 
@@ -669,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--reference", default=None,
                       help="--config gyre: folder with GYRE output (GYRE_*_grid_T.nc, mesh_mask.nc) to measure against")
     demo.add_argument("--out", default=None, help="output folder (default: xoceandiff-demo, xoceandiff-demo-gyre)")
+    demo.add_argument("--day", type=_non_negative_float, default=None,
+                      help="--config gyre: states for this day of the 360-day year (0: 1 January), restarts from it")
     demo.add_argument("--n", type=_demo_n, default=8, help="samples per setting, at least 2 (default: %(default)s)")
     demo.add_argument("--sampler", default=None, choices=SAMPLER_NAMES,
                       help="ddpm, ddim or dpm (default: the documented fast sampler)")

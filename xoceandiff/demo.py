@@ -152,6 +152,7 @@ def run_demo(
     overwrite: bool = False,
     config: str = "dino",
     reference: str | os.PathLike | None = None,
+    day: float | None = None,
 ) -> dict[str, Path]:
     """Run the demo; returns the paths it wrote.
 
@@ -173,6 +174,8 @@ def run_demo(
         Replace the outputs of a previous demo in ``out``.
     config : {"dino", "gyre"}
         Which bundled model: the DINO-like one on its embedded data, or the GYRE one (:func:`run_gyre_demo`).
+    day : float, optional
+        ``config="gyre"``: states for this day of the year (0-based), restarts starting there.
     reference : path, optional
         ``config="gyre"`` only: a folder with GYRE's output (``GYRE_5d_*_grid_T.nc`` and ``mesh_mask.nc``) to
         measure the samples against.
@@ -195,7 +198,7 @@ def run_demo(
         raise InvalidDataError(f"config: expected one of {list(DEMO_CONFIGS)}, found {config!r}.")
     if config == "gyre":
         return run_gyre_demo(out, n, sampler, steps, seed=seed, progress=progress, overwrite=overwrite,
-                             reference=reference)
+                             reference=reference, day=day)
     start = time.perf_counter()
     out = Path(out)
     sampler = sampler or DEMO_SAMPLER
@@ -274,11 +277,14 @@ def run_gyre_demo(
     progress: bool = True,
     overwrite: bool = False,
     reference: str | os.PathLike | None = None,
+    day: float | None = None,
 ) -> dict[str, Path]:
     """The bundled GYRE model: samples, NEMO 5.0 restarts for GYRE and their physical measures (see the module).
 
     Arguments as :func:`run_demo`; ``reference`` is an optional folder with GYRE's output files to measure the
-    samples against (the fidelity table). Returns the paths written.
+    samples against (the fidelity table). ``day`` (0-based day of the 360-day year) samples states for that
+    day of the year: the samples carry its date, and the restarts start there (``nn_date0``, and ``nn_it000``
+    at its step of the year, since GYRE's forcing follows the step counter). Returns the paths written.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -297,27 +303,47 @@ def run_gyre_demo(
           f"trained {training.get('steps', '?')} steps on {training.get('records', '?')} five-day means of NEMO 5.0 "
           f"GYRE (grid {card.grid_shape[2]} x {card.grid_shape[1]} x {card.grid_shape[0]}, carried by the checkpoint)")
     grid = card.grid
+    condition = None
+    if day is not None:
+        from .errors import InvalidDataError
+
+        if not any(spec.name == "day_of_year" for spec in model.conditions):
+            raise InvalidDataError("day: the bundled GYRE model was not trained with the day of the year.")
+        condition = {"day_of_year": float(day)}
     written: dict[str, Path] = {}
     sets = {}
     settings = (("Constraint", "constrained", DEMO_CONSTRAINTS),
                 ("Constraint + convection", "convective", DEMO_CONSTRAINTS + ("convective_adjustment",)))
     for label, name, constraints in settings:
         print(f"\nsampling {n} states, {sampler} {steps} steps, constraints: {', '.join(constraints)}; "
-              "level means of one training record per sample")
+              "level means of one training record per sample"
+              + ("" if day is None else f" among those nearest day {day:g} of the year"))
         samples = grid.oceandiff.sample(n, list(constraints), model=model, sampler=sampler, steps=steps, seed=seed,
-                                        progress=progress, level_means="records")
+                                        progress=progress, level_means="records", condition=condition)
         sets[label] = samples
         written[f"samples_{name}"] = samples.oceandiff.to_netcdf(out / f"samples_{name}.nc", overwrite=overwrite)
 
     # The statically stable set is the one to start NEMO from.
-    restarts = sets["Constraint + convection"].oceandiff.to_restart(out / "restarts", rdt=GYRE_RDT, nemo_version="5.0",
-                                                                    overwrite=overwrite)
+    stable = sets["Constraint + convection"]
+    kt = 0
+    if day is not None:  # GYRE's forcing follows the step counter: start at the day's step of the year
+        from .ensemble import step_of_year
+
+        first = stable.time.values[0]
+        kt = step_of_year(first.year * 10000 + first.month * 100 + first.day, GYRE_RDT, "360_day")
+    restarts = stable.oceandiff.to_restart(out / "restarts", rdt=GYRE_RDT, nemo_version="5.0", kt=kt,
+                                           overwrite=overwrite)
     written["restarts"] = Path(restarts[0]).parent
     problems = [problem for path in restarts for problem in check_restart(path, grid)]
     print(f"\n{len(restarts)} NEMO 5.0 restarts for GYRE (rn_Dt = {GYRE_RDT:g} s) in {written['restarts']}, namelist "
           f"lines in {written['restarts'] / 'namelist_restart.txt'}; check_restart: "
           f"{'no problem' if not problems else '; '.join(problems)}")
-    print("GYRE's analytic forcing follows the time-step counter: nn_it000 = 1 starts at the forcing's 1 January.")
+    if day is None:
+        print("GYRE's analytic forcing follows the time-step counter: nn_it000 = 1 starts at the forcing's 1 January.")
+    else:
+        print(f"states for day {day:g} of the year ({stable.time.values[0].strftime('%Y-%m-%d')}): GYRE's analytic "
+              f"forcing follows the time-step counter, so the namelist starts at nn_it000 = {kt + 1}, that day's "
+              "step of the year.")
 
     recorded = training.get("reference_measures", {})
     print("\nphysical measures by depth band (density errors: % of the band's volume under an unstable interface; "

@@ -1,0 +1,84 @@
+"""Conditional skill of a GYRE model trained with conditions (day of the year, time in the run).
+
+For days 0, 90, 180 and 270: 20 samples (DDIM 50, seed 0) for that day, measured by
+:func:`xoceandiff.fidelity.conditional_skill` against the data's records within 15 days of it: the correlation
+of the samples' mean SST anomaly with the data's, and the top-200 m volume-mean T against the data's spread for
+that day. Each day is sampled free (no constraint: the network's own skill) and with the demo's constraints
+(``zero_mean`` + ``border_zero_gradient``, whose targets are then the level means of the records nearest the day).
+Then the spin-up phase: samples asked for the middle of the last training year against the period mean, free.
+
+Run from the repository root, alone on the machine::
+
+    python benchmarks/bench_gyre_conditional.py CHECKPOINT [GYRE_FOLDER] | tee benchmarks/results/bench_gyre_conditional.txt
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from _common import header, table
+
+import xoceandiff
+from xoceandiff.conditions import record_conditions
+from xoceandiff.demo import DEMO_CONSTRAINTS
+from xoceandiff.fidelity import conditional_skill
+from xoceandiff.model import load_model
+
+N = 20
+DAYS = (0, 90, 180, 270)
+
+
+def _level_means(ds, dim):
+    area = (ds.e1t * ds.e2t).where(ds.tmask).fillna(0.0)
+    return ((ds.toce.fillna(0.0) * area).sum(("y_c", "x_c")) / area.sum(("y_c", "x_c"))).mean(dim).values
+
+
+def main() -> None:
+    header("Conditional skill on GYRE")
+    root = Path(__file__).resolve().parents[1]
+    model = load_model(sys.argv[1])
+    folder = Path(sys.argv[2]) if len(sys.argv) > 2 else root.parent / "shared" / "data" / "gyre"
+    (grid_t,) = sorted(folder.glob("GYRE_5d_*_grid_T.nc"))
+    data = xoceandiff.open_nemo(grid_t, mesh_mask=folder / "mesh_mask.nc").load()
+    grid = model.card.grid
+    rows = []
+    for day in DAYS:
+        for label, constraints in (("free", []), ("zero_mean + border_zero_gradient", list(DEMO_CONSTRAINTS))):
+            samples = grid.oceandiff.sample(N, constraints, model=model, seed=0, progress=False,
+                                            condition={"day_of_year": day})
+            skill = conditional_skill(samples, data, day, window=15.0)
+            inside = abs(float(skill.upper_t_samples) - float(skill.upper_t_data)) <= float(skill.upper_t_data_std)
+            rows.append((day, label, f"{float(skill.sst_anomaly_correlation):.3f}",
+                         f"{float(skill.upper_t_samples):.3f}",
+                         f"{float(skill.upper_t_data):.3f} ± {float(skill.upper_t_data_std):.3f}",
+                         "yes" if inside else "no", f"{float(skill.level_mean_error_toce):.4f}",
+                         skill.attrs["data_records"]))
+    print(f"\n{N} samples per day, DDIM 50, seed 0; data: records within 15 days of the day\n")
+    table(rows, ("day", "constraints", "SST anomaly corr", "top-200 m T samples", "data (mean ± std)",
+                 "within spread", "level-mean RMS error T", "data records"))
+
+    # spin-up phase: the middle of the last training year, free samples
+    run_time = record_conditions(data, ["run_time"])[1]["run_time"]
+    last_year = np.floor(run_time.max())
+    wanted = last_year + 0.5
+    free = grid.oceandiff.sample(N, [], model=model, seed=0, progress=False, condition={"run_time": wanted})
+    samples_means = _level_means(free, "sample")
+    last = _level_means(data.isel(t=np.flatnonzero(np.floor(run_time) == last_year)), "t")
+    period = _level_means(data, "t")
+    volume = (data.e1t * data.e2t * data.e3t).where(data.tmask).fillna(0.0).sum(("y_c", "x_c")).values
+    ocean = volume > 0
+
+    def rms(a, b):
+        return float(np.sqrt(np.sum(volume[ocean] * (a[ocean] - b[ocean]) ** 2) / volume[ocean].sum()))
+
+    print(f"\nrun_time = {wanted:g} (middle of the last training year), {N} free samples: volume-weighted RMS over "
+          "levels of the level means of T")
+    table([("to the last year's level means", f"{rms(samples_means, last):.5f}"),
+           ("to the period's level means", f"{rms(samples_means, period):.5f}"),
+           ("last year's to the period's (data)", f"{rms(last, period):.5f}")], ("distance", "°C"))
+
+
+if __name__ == "__main__":
+    main()
