@@ -155,3 +155,24 @@ def test_conditional_skill_against_numpy(gyre):
     expected = np.sum(np.where(upper, record, 0) * volume * upper) / np.sum(volume * upper)
     other = conditional_skill(data.isel(t=[0]).rename(t="sample"), data, day, window=5.0)
     assert float(other.upper_t_samples) == pytest.approx(expected, rel=1e-10)
+
+
+def test_a_run_parameter_is_a_condition_sampled_between_the_runs(gyre, one_thread):
+    from xoceandiff.sampling import SamplingOptions, nearest_records, plan_sampling
+
+    forcing = np.repeat([1.0, 2.0], [2, gyre.sizes["t"] - 2])  # two "runs", one value per file
+    model = xoceandiff.training.train(gyre, "tiny", steps=2, batch_size=2, progress=False, levels="all",
+                                      parameters={"forcing": forcing})
+    (spec,) = model.conditions
+    assert (spec.name, spec.start, spec.end, spec.is_parameter) == ("forcing", 1.0, 2.0, True)
+    np.testing.assert_array_equal(model.card.record_means["forcing"], forcing[model.card.record_means["record"]])
+    samples = gyre.oceandiff.sample(2, ["zero_mean"], model=model, steps=2, progress=False,
+                                    condition={"forcing": 1.5})
+    assert samples.condition_forcing.values.tolist() == [1.5, 1.5] and "time" not in samples.coords
+    plan = plan_sampling(gyre, 1, [], model=model, options=SamplingOptions(steps=1), condition={"forcing": 1.0})
+    (rows,) = nearest_records(model.card, plan, [0])
+    assert set(model.card.record_means["forcing"][rows[:2]]) == {1.0}  # the nearest records are the run's own
+    with pytest.raises(InvalidDataError, match=r"training range \[1, 2\]"):
+        gyre.oceandiff.sample(1, model=model, steps=1, progress=False, condition={"forcing": 3.0})
+    with pytest.raises(InvalidDataError, match="one value per record"):
+        xoceandiff.training.train(gyre, "tiny", steps=1, progress=False, parameters={"forcing": [1.0]})

@@ -335,6 +335,9 @@ def _record_means(ds: xr.Dataset, fields: tuple[str, ...]) -> dict[str, Any] | N
         out.update({name: np.asarray(v, dtype=np.float64) for name, v in values.items()})
     except XOceanDiffError:  # records without dates: no conditional targets
         pass
+    for key in ds.coords:  # parameters of the runs (conditions.parameter_values)
+        if str(key).startswith("condition_") and ds[key].dims == (rdim,):
+            out[str(key)[len("condition_"):]] = np.asarray(ds[key].values[chosen], dtype=np.float64)
     return out
 
 

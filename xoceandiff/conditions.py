@@ -1,11 +1,15 @@
-"""Conditions a model can be trained on and sampled for: the day of the year and the time in the run.
+"""Conditions a model can be trained on and sampled for: the day of the year, the time in the run, parameters.
 
 A condition is read from the records' time coordinate (its calendar included) and encoded for the network:
 
 - ``day_of_year`` (0-based, fractional), periodic: :math:`(\\sin 2\\pi d/P, \\cos 2\\pi d/P)` with :math:`P` the
   days of the calendar's year (360 for NEMO's ``360d``), so that 31 December and 1 January are neighbours;
 - ``run_time``, the record's time in model years (``year + day_of_year / P``), scaled to [-1, 1] over the
-  training records (the spin-up phase).
+  training records (the spin-up phase);
+- any other name is a scalar parameter of the run (a forcing amplitude, a namelist coefficient), given per
+  record as the coordinate ``condition_<name>`` along the record dimension (``train(parameters=...)`` adds
+  it), scaled to [-1, 1] over its training range; sampling asks for a value within that range, between the
+  runs trained on.
 
 Each condition also gets a presence flag: at training a condition is dropped (features and flag zeroed) with a
 small probability, so that the network also learns the unconditional distribution (classifier-free guidance);
@@ -53,6 +57,11 @@ class ConditionSpec:
         """Network inputs of this condition, its presence flag included."""
         return 3 if self.name == "day_of_year" else 2
 
+    @property
+    def is_parameter(self) -> bool:
+        """A scalar parameter of the run, not read from the time coordinate."""
+        return self.name not in CONDITION_NAMES
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -96,10 +105,39 @@ def record_conditions(ds: xr.Dataset, names: Sequence[str]) -> tuple[tuple[Condi
     >>> specs[0].days_per_year, specs[0].calendar, values["day_of_year"][:2].tolist()
     (360.0, '360_day', [2.5, 7.5])
     """
-    unknown = [n for n in names if n not in CONDITION_NAMES]
-    if unknown or len(set(names)) != len(names):
-        raise InvalidDataError(f"conditions: expected distinct names among {', '.join(CONDITION_NAMES)}, "
-                               f"found {list(names)}.")
+    if len(set(names)) != len(names) or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        raise InvalidDataError(f"conditions: expected distinct names ({', '.join(CONDITION_NAMES)} or parameter "
+                               f"names), found {list(names)}.")
+    parameters = [n for n in names if n not in CONDITION_NAMES]
+    if parameters and len(parameters) == len(names):
+        specs, values = [], {}
+    else:
+        specs, values = _time_conditions(ds, [n for n in names if n in CONDITION_NAMES])
+    for name in parameters:
+        column = parameter_values(ds, name)
+        values[name] = column
+        specs.append(ConditionSpec(name, 0.0, "", float(column.min()), float(column.max())))
+    order = {name: i for i, name in enumerate(names)}
+    specs.sort(key=lambda spec: order[spec.name])
+    return tuple(specs), {name: values[name] for name in names}
+
+
+def parameter_values(ds: xr.Dataset, name: str) -> np.ndarray:
+    """The values per record of the parameter ``name`` (the coordinate ``condition_<name>``)."""
+    key = f"condition_{name}"
+    if key not in ds.coords or ds[key].ndim != 1:
+        raise MissingVariableError(
+            f"condition {name!r}: not a time condition ({', '.join(CONDITION_NAMES)}), and the data have no "
+            f"coordinate {key!r} giving its value per record; pass train(..., parameters={{{name!r}: values}}) "
+            "with one value per record (np.repeat(per_file_values, records_per_file) for one value per file)."
+        )
+    column = np.asarray(ds[key].values, dtype=np.float64)
+    if not np.all(np.isfinite(column)):
+        raise InvalidDataError(f"condition {name!r}: the values per record must be finite, found {column[:5]}...")
+    return column
+
+
+def _time_conditions(ds: xr.Dataset, names: Sequence[str]) -> tuple[list[ConditionSpec], dict[str, np.ndarray]]:
     time, calendar = _times(ds)
     period = _days_per_year(calendar)
     if time.dtype.kind == "M":
@@ -117,7 +155,7 @@ def record_conditions(ds: xr.Dataset, names: Sequence[str]) -> tuple[tuple[Condi
             specs.append(ConditionSpec(name, period, calendar, float(span.min()), float(span.max())))
         else:
             specs.append(ConditionSpec(name, period, calendar))
-    return tuple(specs), {name: values[name] for name in names}
+    return specs, {name: values[name] for name in names}
 
 
 def encode_conditions(specs: Sequence[ConditionSpec], values: Mapping[str, np.ndarray], count: int) -> np.ndarray:
@@ -180,6 +218,9 @@ def requested_conditions(specs: Sequence[ConditionSpec], condition: Mapping[str,
         if name == "day_of_year" and (array.min() < 0 or array.max() >= spec.days_per_year):
             raise InvalidDataError(f"condition 'day_of_year': expected 0 <= day < {spec.days_per_year:g} (0 is "
                                    f"1 January in the {spec.calendar} calendar), found {value!r}.")
+        if spec.is_parameter and (array.min() < spec.start or array.max() > spec.end):
+            raise InvalidDataError(f"condition {name!r}: expected values within the training range "
+                                   f"[{spec.start:g}, {spec.end:g}] (between the runs trained on), found {value!r}.")
         out[name] = array
     return out
 

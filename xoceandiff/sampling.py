@@ -486,6 +486,9 @@ def nearest_records(card: ModelCard, plan: SamplingPlan, indices: Sequence[int])
                 period = specs[name].days_per_year
                 gap = np.abs(rows - value) % period
                 distance += np.minimum(gap, period - gap) / period
+            elif specs[name].is_parameter:  # in units of the parameter's training range
+                span = (specs[name].end - specs[name].start) or 1.0
+                distance += np.abs(rows - value) / span
             else:
                 distance += np.abs(rows - value)
         out.append(np.argsort(distance, kind="stable")[:NEAREST_RECORDS])
@@ -500,7 +503,7 @@ def condition_coords(plan: SamplingPlan, indices: Sequence[int]) -> dict[str, An
     labels = {"day_of_year": ("Day of the year the sample was generated for (0: 1 January)", "day"),
               "run_time": ("Time in the run the sample was generated for (model years)", "year")}
     for name, values in plan.condition.items():
-        long_name, units = labels[name]
+        long_name, units = labels.get(name, (f"Parameter {name} the sample was generated for", "1"))
         coords[f"condition_{name}"] = (SAMPLE_DIM, np.asarray(values, dtype=np.float64)[rows],
                                        {"long_name": long_name, "units": units})
     if "day_of_year" in plan.condition:

@@ -573,6 +573,7 @@ def train(
     prediction_type: str = "epsilon",
     conditions: Sequence[str] = (),
     condition_dropout: float = 0.1,
+    parameters: Mapping[str, Any] | None = None,
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM; epsilon prediction unless told otherwise).
 
@@ -625,6 +626,9 @@ def train(
         records' time coordinate (see :mod:`xoceandiff.conditions`).
     condition_dropout : float
         Probability of dropping each condition of a training sample (classifier-free guidance).
+    parameters : mapping of str to array-like, optional
+        Scalar parameters of the runs as conditions: per name, one value per record (``np.repeat`` per-file
+        values by the records per file); added to ``conditions``.
 
     Returns
     -------
@@ -640,6 +644,15 @@ def train(
     >>> model.card.training["steps"], model.card.training["steps_done"]
     (2, 2)
     """
+    if parameters:
+        dim = record_dim(ds)
+        for name, values in parameters.items():
+            column = np.asarray(values, dtype=np.float64)
+            if column.shape != (ds.sizes[dim],):
+                raise InvalidDataError(f"parameters[{name!r}]: expected one value per record ({ds.sizes[dim]}), "
+                                       f"found shape {column.shape}.")
+            ds = ds.assign_coords({f"condition_{name}": (dim, column)})
+        conditions = list(conditions) + [name for name in parameters if name not in conditions]
     options = TrainingOptions(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, ema_decay=ema_decay,
