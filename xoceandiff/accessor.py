@@ -149,6 +149,9 @@ class OceanDiffAccessor:
         record: Mapping[str, Any] | None = None,
         stop_after: int | None = None,
         progress: bool = True,
+        conditions: Sequence[str] = (),
+        condition_dropout: float = 0.1,
+        parameters: Mapping[str, Any] | None = None,
     ) -> Denoiser:
         """Train a denoiser on this dataset's snapshots and return it (see :func:`xoceandiff.training.train`).
 
@@ -169,7 +172,8 @@ class OceanDiffAccessor:
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, device=device, levels=levels,
                      scheme=scheme, warmup_steps=warmup_steps, ema_decay=ema_decay, mixed_precision=mixed_precision,
                      drop_nan_snapshots=drop_nan_snapshots, buffer_chunks=buffer_chunks, background=background,
-                     prediction_type=prediction_type, record=record, stop_after=stop_after, progress=progress)
+                     prediction_type=prediction_type, record=record, stop_after=stop_after, progress=progress,
+                     conditions=conditions, condition_dropout=condition_dropout, parameters=parameters)
 
     def sample(
         self,
