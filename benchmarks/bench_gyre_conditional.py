@@ -3,13 +3,16 @@
 For days 0, 90, 180 and 270: 20 samples (DDIM 50, seed 0) for that day, measured by
 :func:`xoceandiff.fidelity.conditional_skill` against the data's records within 15 days of it: the correlation
 of the samples' mean SST anomaly with the data's, and the top-200 m volume-mean T against the data's spread for
-that day. Each day is sampled free (no constraint: the network's own skill) and with the demo's constraints
-(``zero_mean`` + ``border_zero_gradient``, whose targets are then the level means of the records nearest the day).
+that day. Each day is sampled free (no constraint: the network's own skill), with ``zero_mean`` (whose targets
+are then the level means of the records nearest the day) and with the demo's ``zero_mean`` +
+``border_zero_gradient``.
 Then the spin-up phase: samples asked for the middle of the last training year against the period mean, free.
 
 Run from the repository root, alone on the machine::
 
-    python benchmarks/bench_gyre_conditional.py CHECKPOINT [GYRE_FOLDER] | tee benchmarks/results/bench_gyre_conditional.txt
+    python benchmarks/bench_gyre_conditional.py [CHECKPOINT [GYRE_FOLDER]] | tee benchmarks/results/bench_gyre_conditional.txt
+
+(CHECKPOINT: default the bundled GYRE model.)
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from xoceandiff.conditions import record_conditions
 from xoceandiff.demo import DEMO_CONSTRAINTS
 from xoceandiff.fidelity import conditional_skill
 from xoceandiff.model import load_model
+from xoceandiff.pretrained import bundled_model
 
 N = 20
 DAYS = (0, 90, 180, 270)
@@ -38,14 +42,16 @@ def _level_means(ds, dim):
 def main() -> None:
     header("Conditional skill on GYRE")
     root = Path(__file__).resolve().parents[1]
-    model = load_model(sys.argv[1])
+    model = load_model(sys.argv[1]) if len(sys.argv) > 1 else bundled_model(config="gyre")
+    print(f"# model: {model.checkpoint_path} (sha256 {model.checkpoint_hash[:12]})")
     folder = Path(sys.argv[2]) if len(sys.argv) > 2 else root.parent / "shared" / "data" / "gyre"
     (grid_t,) = sorted(folder.glob("GYRE_5d_*_grid_T.nc"))
     data = xoceandiff.open_nemo(grid_t, mesh_mask=folder / "mesh_mask.nc").load()
     grid = model.card.grid
     rows = []
     for day in DAYS:
-        for label, constraints in (("free", []), ("zero_mean + border_zero_gradient", list(DEMO_CONSTRAINTS))):
+        for label, constraints in (("free", []), ("zero_mean", ["zero_mean"]),
+                                   ("zero_mean + border_zero_gradient", list(DEMO_CONSTRAINTS))):
             samples = grid.oceandiff.sample(N, constraints, model=model, seed=0, progress=False,
                                             condition={"day_of_year": day})
             skill = conditional_skill(samples, data, day, window=15.0)

@@ -8,7 +8,9 @@ the 576 five-day means the model was trained on.
 
 Run from the repository root, alone on the machine (about a minute on 2 cores)::
 
-    python benchmarks/bench_gyre_fidelity.py [GYRE_FOLDER] | tee benchmarks/results/bench_gyre_fidelity.txt
+    python benchmarks/bench_gyre_fidelity.py [GYRE_FOLDER [CHECKPOINT]] | tee benchmarks/results/bench_gyre_fidelity.txt
+
+(CHECKPOINT: another model than the bundled GYRE one, e.g. a candidate before it is bundled.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ def main() -> None:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "data" / "gyre"
     (grid_t,) = sorted(folder.glob("GYRE_5d_*_grid_T.nc"))
     data = xoceandiff.open_nemo(grid_t, mesh_mask=folder / "mesh_mask.nc").load()
-    model = bundled_model(config="gyre")
+    if len(sys.argv) > 2:
+        from xoceandiff.model import load_model
+
+        model = load_model(sys.argv[2])
+    else:
+        model = bundled_model(config="gyre")
+    print(f"# model: {model.checkpoint_path} (sha256 {model.checkpoint_hash[:12]})")
     grid = model.card.grid
     settings = {
         "records": (list(DEMO_CONSTRAINTS), "records"),

@@ -122,3 +122,20 @@ def test_gyre_demo_writes_restarts_nemo_can_read_with_records_level_means_and_st
     stable = open_samples(written["samples_convective"], grid=grid).load()
     distance = adjustment_distance(stable).compute()
     assert max(float(distance[k].max()) for k in distance.data_vars if k.startswith("convective_distance_toce")) < 1e-5
+
+
+def test_gyre_demo_for_a_day_of_the_year_starts_the_restarts_there(tmp_path):
+    from xoceandiff.demo import run_gyre_demo
+    from xoceandiff.io import open_samples
+
+    card = bundled_model(config="gyre").card
+    assert [spec.name for spec in bundled_model(config="gyre").conditions] == ["day_of_year", "run_time"]
+    written = run_gyre_demo(tmp_path / "demo", n=2, steps=2, progress=False, day=180)
+    namelist = (written["restarts"] / "namelist_restart.txt").read_text()
+    # GYRE's forcing follows the step counter: day 180 of the 360-day year at 6 steps a day, after the data
+    assert "nn_it000        = 1081" in namelist and "nn_date0        = 00590701" in namelist
+    samples = open_samples(written["samples_constrained"], grid=card.grid)
+    assert samples.condition_day_of_year.values.tolist() == [180.0, 180.0]
+    rows = [int(np.flatnonzero(card.record_means["record"] == r)[0]) for r in samples.level_means_record.values]
+    days = card.record_means["day_of_year"][rows]
+    assert np.all(np.abs(days - 180.0) <= 10.0)  # drawn among the records nearest the day (every 20 days)
