@@ -52,7 +52,10 @@ def test_checkpoint_carries_the_card_and_the_grid(data, tmp_path):
     for name, values in model.card.grid_kit.items():
         np.testing.assert_array_equal(loaded.card.grid_kit[name], values)
     xr.testing.assert_identical(loaded.card.grid, model.card.grid)
-    assert set(loaded.card.record_means) == {"record", "toce", "soce", "ssh"}
+    # the fields' level means, and the records' day of the year and time in the run (conditional targets)
+    assert set(loaded.card.record_means) == {"record", "toce", "soce", "ssh", "day_of_year", "run_time"}
+    days = data.t.to_index()[model.card.record_means["record"]]
+    np.testing.assert_allclose(loaded.card.record_means["day_of_year"], days.day_of_year - 1 + days.hour / 24)
     for name, values in model.card.record_means.items():
         np.testing.assert_array_equal(loaded.card.record_means[name], values)
 
