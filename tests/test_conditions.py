@@ -176,3 +176,20 @@ def test_a_run_parameter_is_a_condition_sampled_between_the_runs(gyre, one_threa
         gyre.oceandiff.sample(1, model=model, steps=1, progress=False, condition={"forcing": 3.0})
     with pytest.raises(InvalidDataError, match="one value per record"):
         xoceandiff.training.train(gyre, "tiny", steps=1, progress=False, parameters={"forcing": [1.0]})
+
+
+def test_cli_samples_the_bundled_gyre_model_for_a_day(tmp_path, capsys):
+    from xoceandiff.cli import main
+    from xoceandiff.pretrained import bundled_checkpoint
+
+    out = tmp_path / "summer.nc"
+    assert main(["sample", "--checkpoint", str(bundled_checkpoint("gyre")), "--n", "2", "--chunks", "1", "--steps", "2",
+                 "--constraints", "zero_mean", "--condition", "day_of_year=180", "--out", str(out)]) == 0
+    with netCDF4.Dataset(out) as nc:
+        assert nc["condition_day_of_year"][:].tolist() == [180.0, 180.0]
+        assert netCDF4.num2date(nc["time"][:], nc["time"].units, nc["time"].calendar)[0].strftime("%m-%d") == "07-01"
+    assert main(["sample", "--checkpoint", str(bundled_checkpoint("gyre")), "--n", "1", "--chunks", "1",
+                 "--condition", "season=2", "--out", str(tmp_path / "x.nc")]) == 2
+    assert "its conditions: day_of_year, run_time" in capsys.readouterr().err
+    assert main(["demo", "--day", "90", "--out", str(tmp_path / "demo")]) == 2
+    assert "--day: only for --config gyre" in capsys.readouterr().err
