@@ -193,3 +193,27 @@ def test_cli_samples_the_bundled_gyre_model_for_a_day(tmp_path, capsys):
     assert "its conditions: day_of_year, run_time" in capsys.readouterr().err
     assert main(["demo", "--day", "90", "--out", str(tmp_path / "demo")]) == 2
     assert "--day: only for --config gyre" in capsys.readouterr().err
+
+
+def test_cli_restart_starts_conditional_samples_at_their_step_of_the_year(tmp_path):
+    from xoceandiff.cli import main
+    from xoceandiff.pretrained import bundled_checkpoint
+
+    out = tmp_path / "autumn.nc"
+    assert main(["sample", "--checkpoint", str(bundled_checkpoint("gyre")), "--n", "1", "--chunks", "1", "--steps", "2",
+                 "--constraints", "zero_mean", "convective_adjustment", "--condition", "day_of_year=270",
+                 "--out", str(out)]) == 0
+    assert main(["restart", str(out), "--mesh-mask", str(GYRE / "mesh_mask.nc"), "--out", str(tmp_path / "r"),
+                 "--rdt", "14400", "--forcing-phase", "step"]) == 0
+    namelist = (tmp_path / "r" / "namelist_restart.txt").read_text()
+    # 1 October of the 360-day year: 270 days of 6 steps; the date from the sample
+    assert "nn_it000        = 1621" in namelist and "nn_date0        = 00591001" in namelist
+    (restart,) = (tmp_path / "r").glob("*.nc")
+    with netCDF4.Dataset(restart) as nc:
+        assert int(nc["kt"][...]) == 1620 and int(nc["ndastp"][...]) == 591001
+    undated = tmp_path / "undated.nc"  # sampled without a condition: no date, no calendar to count steps in
+    assert main(["sample", "--checkpoint", str(bundled_checkpoint("gyre")), "--n", "1", "--chunks", "1", "--steps", "2",
+                 "--out", str(undated)]) == 0
+    assert main(["restart", str(undated), "--mesh-mask", str(GYRE / "mesh_mask.nc"), "--out", str(tmp_path / "u"),
+                 "--rdt", "14400", "--forcing-phase", "step"]) == 2
+    assert not (tmp_path / "u").exists()

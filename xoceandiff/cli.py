@@ -549,6 +549,30 @@ def _date(text: str) -> int:
     return int(text)
 
 
+def _step_phase_kt(samples, args: argparse.Namespace) -> int:
+    """``--forcing-phase step``: kt at the date's step of the year (forcing that follows the step counter, GYRE)."""
+    from .ensemble import step_of_year
+
+    if args.kt is not None:
+        raise InvalidDataError("--forcing-phase step sets kt from the date; leave --kt out.")
+    if args.rdt is None:
+        raise InvalidDataError("--forcing-phase step: pass --rdt, the run's time step, to count the steps.")
+    if "time" not in samples.coords:  # the calendar is the samples' own: never guessed
+        raise InvalidDataError("--forcing-phase step: the samples carry no date, so neither its step of the year nor "
+                               "its calendar is known; sample a conditional model for a day of the year, or use "
+                               "'xoceandiff ensemble', which reads the calendar from the experiment's namelist.")
+    if args.date is not None:
+        date, calendar = args.date, samples.time.values.ravel()[0].calendar
+    else:
+        dates = {(t.year, t.month, t.day) for t in samples.time.values.ravel()}
+        if len(dates) > 1:
+            raise InvalidDataError(f"--forcing-phase step: the samples are for {len(dates)} different dates, which "
+                                   "need different nn_it000; write one ensemble member each with 'xoceandiff ensemble'.")
+        (year, month, day), = dates
+        date, calendar = year * 10000 + month * 100 + day, samples.time.values.ravel()[0].calendar
+    return step_of_year(date, args.rdt, calendar)
+
+
 def _cmd_restart(args: argparse.Namespace) -> int:
     from .nemo import open_grid
     from .restart import to_restart
@@ -559,10 +583,13 @@ def _cmd_restart(args: argparse.Namespace) -> int:
     else:
         grid = _reference(args, args.samples)
     samples = _open_samples(args.samples, grid)
+    kt = args.kt
+    if args.forcing_phase == "step":
+        kt = _step_phase_kt(samples, args)
     with _writing("--out", args.out):
         paths = to_restart(
             samples, args.out, mesh_mask=args.mesh_mask, template=args.template, namelist=args.namelist,
-            nemo_version=args.nemo_version, kt=args.kt, ndastp=args.date, rdt=args.rdt, velocities=args.velocities,
+            nemo_version=args.nemo_version, kt=kt, ndastp=args.date, rdt=args.rdt, velocities=args.velocities,
             overwrite=args.overwrite,
         )
     namelist = Path(args.out) / "namelist_restart.txt"
@@ -783,6 +810,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "the state's, else 19000101)")
     restart.add_argument("--kt", type=_non_negative_int, default=None,
                          help="time step of the restart, nn_it000 = kt + 1 (default: the template's or namelist's, else 0)")
+    restart.add_argument("--forcing-phase", default="calendar", choices=["calendar", "step"],
+                         help="step: the forcing follows the time-step counter (GYRE), so kt (nn_it000 - 1) is the "
+                              "date's step of the year (default: %(default)s, kt from --kt or 0)")
     restart.add_argument("--velocities", default=None, choices=["rest", "thermal_wind"],
                          help="(default: rest, or the template's)")
     restart.add_argument("--overwrite", action="store_true", help="replace existing files")
