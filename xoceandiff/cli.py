@@ -551,6 +551,7 @@ def _date(text: str) -> int:
 
 def _step_phase_kt(samples, args: argparse.Namespace) -> int:
     """``--forcing-phase step``: kt at the date's step of the year (forcing that follows the step counter, GYRE)."""
+    from .conditions import yyyymmdd
     from .ensemble import step_of_year
 
     if args.kt is not None:
@@ -564,12 +565,12 @@ def _step_phase_kt(samples, args: argparse.Namespace) -> int:
     if args.date is not None:
         date, calendar = args.date, samples.time.values.ravel()[0].calendar
     else:
-        dates = {(t.year, t.month, t.day) for t in samples.time.values.ravel()}
+        dates = {yyyymmdd(t) for t in samples.time.values.ravel()}
         if len(dates) > 1:
             raise InvalidDataError(f"--forcing-phase step: the samples are for {len(dates)} different dates, which "
                                    "need different nn_it000; write one ensemble member each with 'xoceandiff ensemble'.")
-        (year, month, day), = dates
-        date, calendar = year * 10000 + month * 100 + day, samples.time.values.ravel()[0].calendar
+        (date,) = dates
+        calendar = samples.time.values.ravel()[0].calendar
     return step_of_year(date, args.rdt, calendar)
 
 

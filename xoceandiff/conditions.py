@@ -33,6 +33,7 @@ __all__ = [
     "CONDITION_NAMES",
     "ConditionSpec",
     "condition_date",
+    "yyyymmdd",
     "encode_conditions",
     "record_conditions",
     "requested_conditions",
@@ -239,3 +240,16 @@ def condition_date(spec_calendar: str, day_of_year: float, year: int) -> Any:
 
     start = cftime.datetime(int(year), 1, 1, calendar=spec_calendar)
     return start + datetime.timedelta(days=int(np.floor(day_of_year)))
+
+
+def yyyymmdd(value: Any) -> int:
+    """NEMO's integer date ``yyyymmdd`` of a time value: numpy datetime64 or cftime (any calendar).
+
+    Examples
+    --------
+    >>> yyyymmdd(np.datetime64("2024-03-01T12:00")), yyyymmdd(condition_date("360_day", 180, 59))
+    (20240301, 590701)
+    """
+    if isinstance(value, np.datetime64):
+        return int(np.datetime_as_string(value, unit="D").replace("-", ""))
+    return int(value.year * 10000 + value.month * 100 + value.day)

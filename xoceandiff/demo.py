@@ -327,10 +327,11 @@ def run_gyre_demo(
     stable = sets["Constraint + convection"]
     kt = 0
     if day is not None:  # GYRE's forcing follows the step counter: start at the day's step of the year
+        from .conditions import yyyymmdd
         from .ensemble import step_of_year
 
         first = stable.time.values[0]
-        kt = step_of_year(first.year * 10000 + first.month * 100 + first.day, GYRE_RDT, "360_day")
+        kt = step_of_year(yyyymmdd(first), GYRE_RDT, first.calendar)
     restarts = stable.oceandiff.to_restart(out / "restarts", rdt=GYRE_RDT, nemo_version="5.0", kt=kt,
                                            overwrite=overwrite)
     written["restarts"] = Path(restarts[0]).parent

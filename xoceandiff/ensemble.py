@@ -28,6 +28,7 @@ import xarray as xr
 
 from .atomic import atomic_path, refuse_existing
 from .canonical import record_dim
+from .conditions import yyyymmdd
 from .errors import InvalidDataError, MissingVariableError
 from .restart_format import _fortran_string, read_namelist
 
@@ -274,13 +275,7 @@ def _state_dates(states: xr.Dataset, dim: str | None) -> list[int | None]:
             break
     if time is None:
         return [None] * count
-    dates = []
-    for value in time:
-        if isinstance(value, np.datetime64):
-            dates.append(int(np.datetime_as_string(value, unit="D").replace("-", "")))
-        else:  # cftime
-            dates.append(value.year * 10000 + value.month * 100 + value.day)
-    return dates
+    return [yyyymmdd(value) for value in time]
 
 
 def _phase(groups: Mapping[str, Mapping[str, Any]], forcing_phase: str) -> tuple[Literal["calendar", "step"], str]:

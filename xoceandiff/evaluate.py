@@ -339,25 +339,25 @@ class EnsembleEvaluation:
                 lines.append(f"| {label} | {m.name} | {'yes' if m.survived else 'no'} | "
                              f"{'' if m.stopped_at is None else m.stopped_at} | {m.message} |")
         lines += ["", "| measure | step | samples | reference | ratio |", "| --- | ---: | ---: | ---: | ---: |"]
-        for name in self.table.data_vars:
-            if not name.startswith("samples_"):
-                continue
-            key = name[len("samples_"):]
-            for dump in self.table.dump.values:
-                values = [float(self.table[f"{who}_{key}"].sel(dump=dump)) for who in ("samples", "reference", "ratio")]
-                lines.append(f"| {key} | {int(dump)} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
+        lines += [f"| {key} | {step} | " + " | ".join(f"{v:.4g}" for v in values) + " |" for key, step, values in self.rows()]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
         """The comparison table as CSV (one row per measure and step)."""
         rows = ["measure,step,samples,reference,ratio"]
+        rows += [f"{key},{step}," + ",".join(repr(v) for v in values) for key, step, values in self.rows()]
+        return "\n".join(rows) + "\n"
+
+    def rows(self) -> list[tuple[str, int, list[float]]]:
+        """(measure, step, [samples, reference, ratio]) for every measure and dumped step of the table."""
+        out = []
         for name in self.table.data_vars:
             if name.startswith("samples_"):
                 key = name[len("samples_"):]
                 for dump in self.table.dump.values:
-                    values = [float(self.table[f"{who}_{key}"].sel(dump=dump)) for who in ("samples", "reference", "ratio")]
-                    rows.append(f"{key},{int(dump)}," + ",".join(repr(v) for v in values))
-        return "\n".join(rows) + "\n"
+                    out.append((key, int(dump), [float(self.table[f"{who}_{key}"].sel(dump=dump))
+                                                 for who in ("samples", "reference", "ratio")]))
+        return out
 
 
 def _set_mean(members: Sequence[MemberRun]) -> xr.Dataset:

@@ -379,13 +379,13 @@ def _land_zero(values: np.ndarray, mask: np.ndarray, name: str, label: str) -> n
 
 def _date_of(state: xr.Dataset) -> int | None:
     """The state's date ``yyyymmdd``: a record's time (``t``) or a conditional sample's (``time``), any calendar."""
+    from .conditions import yyyymmdd
+
     for name in (TIME_DIM, "time"):
         if name in state.coords and state[name].ndim == 0:
             value = state[name].values[()]
-            if state[name].dtype.kind == "M":
-                return int(np.datetime_as_string(state[name].values, unit="D").replace("-", ""))
-            if hasattr(value, "calendar"):  # cftime (NEMO's 360-day and noleap calendars)
-                return int(value.year * 10000 + value.month * 100 + value.day)
+            if state[name].dtype.kind == "M" or hasattr(value, "calendar"):  # datetime64 or cftime
+                return yyyymmdd(value)
     return None
 
 
