@@ -86,7 +86,8 @@ def test_jobqueue_generation_equals_local_cluster_bitwise(slurm, saved_tiny_mode
 
     outputs = {}
     for label in ("slurm", "local"):
-        client = jobqueue_client("slurm", 2, memory="2GB", timeout=300) if label == "slurm" else connect(local_workers=2)
+        client = jobqueue_client("slurm", 2, memory="2GB", timeout=300,
+                                 log_directory=tmp_path / "logs") if label == "slurm" else connect(local_workers=2)
         try:
             if label == "slurm":  # the workers really are SLURM jobs
                 jobs = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout.split()

@@ -251,6 +251,12 @@ def _check_args(args: argparse.Namespace) -> None:
         _check_inputs("--mesh-mask", args.mesh_mask)
     if command == "train":
         _check_scheme(args.scheme)
+        if args.vertical_differences and not args.background:
+            raise InvalidDataError("--vertical-differences: the differences are taken of the anomalies about the "
+                                   "training climatology; add --background.")
+        if args.stability_weight and args.prediction_type == "epsilon":
+            raise InvalidDataError("--stability-weight: the stability term needs the network's estimate of the clean "
+                                   "state; add --prediction-type sample (or v_prediction), or leave the weight at 0.")
         _check_output("--out", args.out, folder=True, overwrite=None)
         _check_device(args.device, remote=False)
     elif command == "sample":
@@ -433,6 +439,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         background=args.background,
         prediction_type=args.prediction_type,
         conditions=args.conditions,
+        stability_weight=args.stability_weight,
+        vertical=args.vertical_differences,
         drop_nan_snapshots=args.drop_nan_snapshots,
         progress=not args.no_progress,
         record={"command": command, "data": " ".join(args.data)},
@@ -728,6 +736,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ema-decay", type=_decay, default=None, help="keep an EMA of the weights with this decay")
     train.add_argument("--conditions", nargs="+", default=[], choices=["day_of_year", "run_time"],
                        help="train a conditional model on the records' day of the year and/or time in the run")
+    train.add_argument("--vertical-differences", action="store_true",
+                       help="with --background: diffuse each level's difference from the level above "
+                            "(see training.prepare_model)")
+    train.add_argument("--stability-weight", type=_non_negative_float, default=0.0,
+                       help="weight of the static-stability term in the loss (needs --prediction-type sample or "
+                            "v_prediction; default: %(default)s, the MSE alone)")
     train.add_argument("--checkpoint-every", type=_positive_int, default=None, help="also checkpoint every N steps")
     train.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 (default: the GPU if any)")
     train.add_argument("--drop-nan-snapshots", action="store_true", help="drop snapshots with NaN on ocean cells")

@@ -175,10 +175,12 @@ class Denoiser(torch.nn.Module):
         metadata: Mapping[str, Any] | None = None,
         background: bool = False,
         conditions: Sequence[Mapping[str, Any]] = (),
+        vertical: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         channels = _check_channels(channels)
         size = _check_sample_size(sample_size)
+        self.vertical = _check_vertical(vertical, channels, background)
         from .conditions import ConditionSpec
 
         self.conditions = tuple(ConditionSpec.from_dict(c) for c in conditions)
@@ -193,6 +195,11 @@ class Denoiser(torch.nn.Module):
             # climatology, one scale per channel (see set_background).
             self.register_buffer("space_offset", torch.zeros(channels, *size))
             self.register_buffer("space_scale", torch.ones(channels, 1, 1))
+        if self.vertical:
+            # Vertical differences (see to_model_space): the physical size of one normalised unit per
+            # channel, and the ocean mask, both set with the background.
+            self.register_buffer("space_unit", torch.ones(channels, 1, 1))
+            self.register_buffer("space_mask", torch.ones(channels, *size))
 
         net, resolved, preset_name, network = build_network(channels, size, preset, unet_kwargs, net)
         self.net = net
@@ -214,6 +221,8 @@ class Denoiser(torch.nn.Module):
                 "background": self.background,
                 # only conditional models record the key: older checkpoints' configs stay as they were
                 **({"conditions": [c.to_dict() for c in self.conditions]} if self.conditions else {}),
+                # likewise only models in vertical differences record their level segments
+                **({"vertical": [list(segment) for segment in self.vertical]} if self.vertical else {}),
             },
             "config",
         )
@@ -260,24 +269,52 @@ class Denoiser(torch.nn.Module):
         kind = self._config["preset"] or self._config["network"]
         return f"{kind!r}, channels={self.channels}, sample_size={self.sample_size}"
 
-    def set_background(self, offset: torch.Tensor, scale: torch.Tensor) -> None:
-        """Set the climatology ``offset`` (C, H, W) and per-channel ``scale`` (C,) of the diffusion variable."""
+    def set_background(self, offset: torch.Tensor, scale: torch.Tensor, unit: torch.Tensor | None = None,
+                       mask: torch.Tensor | None = None) -> None:
+        """Set the climatology ``offset`` (C, H, W) and per-channel ``scale`` (C,) of the diffusion variable.
+
+        A model in vertical differences also takes ``unit`` (C,), the physical size of one normalised unit of
+        each channel, and ``mask`` (C, H, W), its ocean cells.
+        """
         if not self.background:
             raise InvalidDataError("set_background: build the Denoiser with background=True first")
+        if self.vertical and (unit is None or mask is None):
+            raise InvalidDataError("set_background: a model in vertical differences needs unit= and mask= too")
         with torch.no_grad():
             self.space_offset.copy_(torch.as_tensor(offset).reshape(self.space_offset.shape))
             self.space_scale.copy_(torch.as_tensor(scale).reshape(self.space_scale.shape))
+            if self.vertical:
+                self.space_unit.copy_(torch.as_tensor(unit).reshape(self.space_unit.shape))
+                self.space_mask.copy_(torch.as_tensor(mask).reshape(self.space_mask.shape))
 
     def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised state -> diffusion variable (identity without a background)."""
+        """Normalised state -> diffusion variable (identity without a background).
+
+        With a background, ``y = (x - offset) / scale``. In vertical differences the anomaly is first taken to
+        physical units and each level of a segment replaced by its difference from the level above (the top
+        level kept), on ocean cells (0 on land): the network's errors then reach the vertical structure, and
+        with it the static stability, in units of the data's own spread of vertical differences, which is
+        small where NEMO's convection keeps columns mixed.
+        """
         if not self.background:
             return x
+        if self.vertical:  # float64: deep levels' differences are small beside the sums they come from
+            anomaly = (x.double() - self.space_offset.double()) * self.space_unit.double()
+            anomaly = vertical_differences(anomaly, self.vertical) * self.space_mask.double()
+            return (anomaly / self.space_scale.double()).to(x.dtype)
         return (x - self.space_offset) / self.space_scale
 
     def from_model_space(self, y: torch.Tensor) -> torch.Tensor:
-        """Diffusion variable -> normalised state (identity without a background)."""
+        """Diffusion variable -> normalised state (identity without a background); inverse of :meth:`to_model_space`.
+
+        In vertical differences the levels are summed back down each segment; land cells get the background.
+        """
         if not self.background:
             return y
+        if self.vertical:
+            mask = self.space_mask.double()
+            anomaly = mask * vertical_sums(self.space_scale.double() * y.double() * mask, self.vertical)
+            return (self.space_offset.double() + anomaly / self.space_unit.double()).to(y.dtype)
         return self.space_offset + self.space_scale * y
 
     def make_scheduler(self) -> DDPMScheduler:
@@ -410,6 +447,9 @@ class Denoiser(torch.nn.Module):
         if self.background:
             tensors["space.offset"] = self.space_offset
             tensors["space.scale"] = self.space_scale
+        if self.vertical:
+            tensors["space.unit"] = self.space_unit
+            tensors["space.mask"] = self.space_mask
         metadata = dict(self.metadata)
         if self.card is not None:
             metadata.update(self.card.to_metadata())
@@ -504,20 +544,24 @@ def load_model(
             metadata={k: v for k, v in metadata.items() if card is None or k not in CARD_KEYS},
             background=bool(model_config.get("background", False)),
             conditions=model_config.get("conditions") or (),
+            vertical=model_config.get("vertical"),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, InvalidDataError) as error:
         raise CheckpointError(f"{path}/{CONFIG_FILE} does not describe a model this version can build: {error}") from error
     weights = Path(path) / WEIGHTS_FILE
-    space = {key: tensors.pop(key) for key in ("space.offset", "space.scale") if key in tensors}
+    space = {key: tensors.pop(key) for key in ("space.offset", "space.scale", "space.unit", "space.mask")
+             if key in tensors}
     embedding = {key[len("condition."):]: tensors.pop(key) for key in list(tensors) if key.startswith("condition.")}
     if model.conditions:
         _load_state(model.condition_embedding, embedding, weights)
     elif embedding:
         raise CheckpointError(f"{weights} holds condition weights but its config has no conditions")
     if model.background:
-        if len(space) != 2:
-            raise CheckpointError(f"{weights} lacks the background tensors space.offset/space.scale its config announces")
-        model.set_background(space["space.offset"], space["space.scale"])
+        wanted = ("space.offset", "space.scale") + (("space.unit", "space.mask") if model.vertical else ())
+        if set(space) != set(wanted):
+            raise CheckpointError(f"{weights} holds the background tensors {sorted(space)}, its config announces "
+                                  f"{sorted(wanted)}")
+        model.set_background(*(space[key] for key in wanted))
     elif space:
         raise CheckpointError(f"{weights} holds background tensors but its config has no background")
     _load_state(model.net, tensors, weights)
@@ -533,6 +577,50 @@ def load_model(
 
 # ------------------------------------------------------------------------------------------------
 # helpers
+
+
+def vertical_differences(anomaly: torch.Tensor, segments: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Each channel of a segment ``[start, stop)`` (dimension -3) minus the one before it; the first kept.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a = torch.tensor([1.0, 3.0, 6.0, 10.0, 7.0]).reshape(5, 1, 1)
+    >>> vertical_differences(a, [[0, 4]]).flatten().tolist()
+    [1.0, 2.0, 3.0, 4.0, 7.0]
+    >>> vertical_sums(vertical_differences(a, [[0, 4]]), [[0, 4]]).flatten().tolist()
+    [1.0, 3.0, 6.0, 10.0, 7.0]
+    """
+    out = anomaly.clone()
+    for start, stop in segments:
+        out[..., start + 1 : stop, :, :] = anomaly[..., start + 1 : stop, :, :] - anomaly[..., start : stop - 1, :, :]
+    return out
+
+
+def vertical_sums(differences: torch.Tensor, segments: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Inverse of :func:`vertical_differences`: cumulative sums down each segment."""
+    out = differences.clone()
+    for start, stop in segments:
+        out[..., start:stop, :, :] = torch.cumsum(differences[..., start:stop, :, :], dim=-3)
+    return out
+
+
+def _check_vertical(vertical: Sequence[Sequence[int]] | None, channels: int,
+                    background: bool) -> tuple[tuple[int, int], ...]:
+    """The level segments ``((start, stop), ...)`` of a model in vertical differences, checked; () for none."""
+    if not vertical:
+        return ()
+    if not background:
+        raise InvalidDataError("vertical: vertical differences are taken of the anomaly about a background; "
+                               "build the Denoiser with background=True.")
+    segments = tuple((int(a), int(b)) for a, b in vertical)
+    last = 0
+    for start, stop in segments:
+        if not (last <= start < stop <= channels):
+            raise InvalidDataError(f"vertical: expected ordered, disjoint channel segments [start, stop) within "
+                                   f"0..{channels}, found {[list(s) for s in segments]}.")
+        last = stop
+    return segments
 
 
 def build_network(

@@ -709,7 +709,7 @@ JOBQUEUES: tuple[str, ...] = ("slurm", "pbs")
 
 
 def jobqueue_client(kind: str, jobs: int, *, memory: str = "4GB", walltime: str = "01:00:00",
-                    queue: str | None = None, timeout: float = 300.0):
+                    queue: str | None = None, timeout: float = 300.0, log_directory: str | os.PathLike | None = None):
     """A ``distributed.Client`` on a dask-jobqueue cluster: ``jobs`` batch jobs of one single-threaded worker each.
 
     Each job asks the batch system for one core and ``memory``; the workers run this Python
@@ -727,6 +727,9 @@ def jobqueue_client(kind: str, jobs: int, *, memory: str = "4GB", walltime: str 
         Per-job memory, wall-clock limit and queue/partition (the batch system's default when None).
     timeout : float
         Seconds to wait for the workers to join.
+    log_directory : path, optional
+        Where the jobs write their output (default: the batch system's, e.g. ``slurm-<job>.out`` in the
+        current folder).
 
     Raises
     ------
@@ -751,7 +754,8 @@ def jobqueue_client(kind: str, jobs: int, *, memory: str = "4GB", walltime: str 
         ) from err
     cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.PBSCluster
     cluster = cls(cores=1, processes=1, memory=memory, walltime=walltime, queue=queue, python=sys.executable,
-                  scheduler_options={"dashboard_address": None}, log_directory=None)
+                  scheduler_options={"dashboard_address": None},
+                  log_directory=None if log_directory is None else os.fspath(log_directory))
     cluster.scale(jobs=int(jobs))
     client = Client(cluster)
     try:

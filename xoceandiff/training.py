@@ -60,8 +60,9 @@ from .checkpoint import (
 from .conditions import encode_conditions, record_conditions
 from .errors import CheckpointError, InvalidDataError
 from .layout import Layout, to_tensor
-from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model
+from .model import DEFAULT_SCHEDULER_CONFIG, Denoiser, load_model, vertical_differences
 from .normalisation import Normaliser, normalise
+from .objective import StabilityTerm, check_stability_weight
 
 __all__ = ["train", "prepare_model", "climatology", "check_finite", "SnapshotStream", "TrainingOptions", "TrainingRun",
            "set_up", "training_step", "PREDICTION_TYPES"]
@@ -225,6 +226,7 @@ def prepare_model(
     background: bool = False,
     prediction_type: str = "epsilon",
     conditions: Sequence[str] = (),
+    vertical: bool = False,
 ) -> Denoiser:
     """A denoiser carrying the :class:`~xoceandiff.card.ModelCard` of ``ds`` (layout, normaliser, grid).
 
@@ -247,6 +249,13 @@ def prepare_model(
     ``conditions`` (new presets only; :data:`xoceandiff.conditions.CONDITION_NAMES`) are read from the records'
     time coordinate; the network then takes them as its class embedding (see :mod:`xoceandiff.conditions`).
 
+    ``vertical=True`` (new presets with a background only) diffuses, for ``toce`` and ``soce``, the top level's
+    anomaly and each deeper level's difference from the one above, in physical units, each scaled by the
+    data's spread of that difference (:meth:`Denoiser.to_model_space`). Where NEMO's convection keeps columns
+    mixed, the levels' anomalies are nearly equal and their differences' spread is tens of times smaller than
+    the levels' own: the network's errors then stay that much smaller in the vertical structure, where they
+    make statically unstable interfaces.
+
     Examples
     --------
     >>> import xoceandiff
@@ -268,12 +277,16 @@ def prepare_model(
         if background:
             scheduler_config["clip_sample_range"] = 5.0
         specs = record_conditions(ds, conditions)[0] if conditions else ()
+        if vertical and not background:
+            raise InvalidDataError("vertical: vertical differences need background=True (CLI --background).")
+        segments = vertical_segments(layout) if vertical else None
         model = Denoiser(layout.channels, layout.shape, preset=model or "small", background=background,
-                         scheduler_config=scheduler_config, conditions=[spec.to_dict() for spec in specs])
+                         scheduler_config=scheduler_config, conditions=[spec.to_dict() for spec in specs],
+                         vertical=segments)
         if background:
-            model.set_background(*climatology(ds, layout, card.normaliser))
-    elif conditions:
-        raise InvalidDataError("conditions: only a new model (a preset name) can be built with conditions.")
+            model.set_background(*climatology(ds, layout, card.normaliser, vertical=segments))
+    elif conditions or vertical:
+        raise InvalidDataError("conditions, vertical: only a new model (a preset name) can be built with them.")
     elif tuple(model.sample_size) != tuple(layout.shape) or model.channels != layout.channels:
         raise InvalidDataError(
             f"model: expects {model.channels} channels of {tuple(model.sample_size)}, but the data's layout "
@@ -284,11 +297,30 @@ def prepare_model(
     return model
 
 
-def climatology(ds: xr.Dataset, layout: Layout, normaliser: Normaliser) -> tuple[torch.Tensor, torch.Tensor]:
+def vertical_segments(layout: Layout) -> list[list[int]]:
+    """The channel ranges ``[start, stop)`` of the 3-D fields of ``layout``, top level first.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> from xoceandiff.layout import Layout
+    >>> layout = Layout.from_dataset(xoceandiff.datasets.dino(n=1, resolution=4.0))
+    >>> vertical_segments(layout)
+    [[0, 18], [18, 36]]
+    """
+    return [[part.start, part.stop] for name, part in layout.channel_slices.items() if layout.three_dimensional(name)]
+
+
+def climatology(ds: xr.Dataset, layout: Layout, normaliser: Normaliser,
+                vertical: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, ...]:
     """Per-cell mean (C, H, W) of the normalised training tensors and per-channel anomaly spread (C,).
 
     One streamed pass over the dask chunks (float64 sums); the spread is the RMS anomaly over the
-    records and the ocean cells of each channel (floored at 1e-4 normalised units).
+    records and the ocean cells of each channel (floored at 1e-4 normalised units). With ``vertical``
+    segments (see :func:`vertical_segments`) a second pass measures the spread of the anomalies' vertical
+    differences in physical units instead, floored at 1e-4 of the largest of their field, and the physical
+    size of one normalised unit (C,) and the ocean mask (C, H, W) follow: the arguments of
+    :meth:`Denoiser.set_background` for a model in vertical differences.
     """
     from .gridops import GridOps
 
@@ -303,8 +335,24 @@ def climatology(ds: xr.Dataset, layout: Layout, normaliser: Normaliser) -> tuple
     mean = total / count
     variance = (sum_sq / count - mean * mean).clamp_min(0)
     mask = GridOps.from_dataset(ds, layout).mask.to(torch.float64)
-    spread = ((variance * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1)).sqrt().clamp_min(1e-4)
-    return mean.float(), spread.float()
+    cells = mask.sum((-2, -1)).clamp_min(1)
+    if not vertical:
+        spread = ((variance * mask).sum((-2, -1)) / cells).sqrt().clamp_min(1e-4)
+        return mean.float(), spread.float()
+    unit = torch.ones(layout.channels, dtype=torch.float64)
+    for name, part in layout.channel_slices.items():
+        unit[part] = torch.as_tensor(np.asarray(normaliser.scale[name], dtype=np.float64)[
+            list(layout.levels) if layout.three_dimensional(name) else [0]])
+    unit = unit[:, None, None]
+    sum_sq = torch.zeros(layout.channels, dtype=torch.float64)
+    for index in range(len(chunks)):
+        differences = vertical_differences((chunks[index].double() - mean) * unit, vertical) * mask
+        sum_sq += differences.square().sum((0, -2, -1))
+    spread = (sum_sq / (count * cells)).sqrt()
+    for start, stop in vertical:  # a level whose difference never varies gets a tiny, not a zero, scale
+        spread[start:stop] = spread[start:stop].clamp_min(1e-4 * float(spread[start:stop].max()) or 1e-12)
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    return mean.float(), spread.float(), unit.float().flatten(), mask.float()
 
 
 def _check_prediction_type(prediction_type: str) -> None:
@@ -372,6 +420,7 @@ class TrainingOptions:
     record: Mapping[str, Any] = field(default_factory=dict)
     stop_after: int | None = None
     condition_dropout: float = 0.1
+    stability_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.condition_dropout, int | float) and 0 <= self.condition_dropout < 1):
@@ -416,6 +465,7 @@ class TrainingRun:
     options: TrainingOptions
     start_step: int = 0
     losses: list[list[float]] = field(default_factory=list)
+    stability: StabilityTerm | None = None
 
 
 def set_up(
@@ -429,6 +479,7 @@ def set_up(
     background: bool = False,
     prediction_type: str = "epsilon",
     conditions: Sequence[str] = (),
+    vertical: bool = False,
 ) -> TrainingRun:
     """Data, model, optimiser, schedules and random state of a run, resumed from ``checkpoint_dir`` if there."""
     device = _default_device(device)
@@ -446,8 +497,11 @@ def set_up(
     if options.resumes:
         model = load_model(options.checkpoint_dir / MODEL_SUBDIR)
     model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
-                          prediction_type=prediction_type, conditions=() if options.resumes else conditions)
+                          prediction_type=prediction_type, conditions=() if options.resumes else conditions,
+                          vertical=vertical and not options.resumes)
     model.card.check_grid(ds)
+    weight = check_stability_weight(options.stability_weight, model.scheduler_config["prediction_type"],
+                                    model.card.fields)
     encoded = None
     if model.conditions:
         values = record_conditions(ds, [spec.name for spec in model.conditions])[1]
@@ -468,6 +522,7 @@ def set_up(
         batches=iter(()), device=device, rank=rank,
         use_amp=options.mixed_precision if options.mixed_precision is not None else device.type == "cuda",
         options=options,
+        stability=StabilityTerm(ds, model, device=device) if weight else None,
     )
     if options.resumes:
         _resume(run)
@@ -523,6 +578,9 @@ def training_step(run: TrainingRun, batch: torch.Tensor | tuple[torch.Tensor, to
         else:
             predicted = run.net(noisy, timesteps, condition=condition[part].to(device))
     loss = torch.nn.functional.mse_loss(predicted.float(), _target(scheduler, x0, noise, timesteps))
+    if run.stability is not None:
+        loss = loss + run.options.stability_weight * run.stability(_clean_estimate(scheduler, predicted.float(),
+                                                                                   noisy, timesteps))
     run.optimiser.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -546,6 +604,15 @@ def _target(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, tim
     if prediction_type == "v_prediction":
         return scheduler.get_velocity(x0, noise, timesteps)
     return noise
+
+
+def _clean_estimate(scheduler: DDPMScheduler, predicted: torch.Tensor, noisy: torch.Tensor,
+                    timesteps: torch.Tensor) -> torch.Tensor:
+    """The network's estimate of the clean state from its output (``sample`` or ``v_prediction`` targets)."""
+    if scheduler.config.prediction_type == "sample":
+        return predicted
+    alpha_bar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].reshape(-1, 1, 1, 1)
+    return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * predicted
 
 
 def train(
@@ -574,6 +641,8 @@ def train(
     conditions: Sequence[str] = (),
     condition_dropout: float = 0.1,
     parameters: Mapping[str, Any] | None = None,
+    stability_weight: float = 0.0,
+    vertical: bool = False,
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM; epsilon prediction unless told otherwise).
 
@@ -629,6 +698,13 @@ def train(
     parameters : mapping of str to array-like, optional
         Scalar parameters of the runs as conditions: per name, one value per record (``np.repeat`` per-file
         values by the records per file); added to ``conditions``.
+    vertical : bool
+        Diffuse the vertical differences of the anomalies of toce and soce (new models with a background only;
+        see :func:`prepare_model`).
+    stability_weight : float
+        Weight of the static-stability term added to the MSE (:class:`xoceandiff.objective.StabilityTerm`:
+        the squared density inversions of the network's estimate of the clean state); 0, the default, trains on
+        the MSE alone. Needs ``prediction_type`` ``"sample"`` or ``"v_prediction"`` and both toce and soce.
 
     Returns
     -------
@@ -658,9 +734,10 @@ def train(
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, ema_decay=ema_decay,
         mixed_precision=mixed_precision, drop_nan_snapshots=drop_nan_snapshots, buffer_chunks=buffer_chunks,
         progress=progress, record=dict(record or {}), stop_after=stop_after, condition_dropout=condition_dropout,
+        stability_weight=stability_weight,
     )
     run = set_up(ds, model, options, device=device, levels=levels, scheme=scheme, background=background,
-                 prediction_type=prediction_type, conditions=conditions)
+                 prediction_type=prediction_type, conditions=conditions, vertical=vertical)
     end = options.steps if stop_after is None else min(options.steps, run.start_step + int(stop_after))
     bar = tqdm(total=options.steps, initial=run.start_step, desc="train", unit="step",
                disable=not (options.progress and run.rank.main))
@@ -696,7 +773,9 @@ def _record(run: TrainingRun, done: int, last_loss: float | None = None) -> dict
         "processes": int(run.rank.world),
         "loss_history": [[int(s), float(v)] for s, v in run.losses],
         "final_loss": float(run.losses[-1][1]) if run.losses else last_loss,
-        "objective": f"DDPM, MSE on the {run.scheduler.config.prediction_type} target",
+        "objective": f"DDPM, MSE on the {run.scheduler.config.prediction_type} target"
+                     + (f" + {options.stability_weight:g} x static-stability term" if run.stability is not None else ""),
+        "stability_weight": float(options.stability_weight),
     }
     out.update(dict(options.record))
     return out
