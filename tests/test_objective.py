@@ -49,8 +49,10 @@ def test_vertical_spread_is_the_rms_of_the_level_differences(data, vertical_mode
     expected = np.empty(layout.channels)
     for name, part in layout.channel_slices.items():
         block = anomaly[:, part]
-        if layout.three_dimensional(name):  # numpy's own differences down the column, the top level kept
-            block = np.concatenate([block[:, :1], np.diff(block, axis=1)], axis=1)
+        if layout.three_dimensional(name):  # each level minus the one below (land 0), numpy's own differences
+            wet = ocean[part][None]
+            block = block * wet
+            block = np.concatenate([-np.diff(block, axis=1), block[:, -1:]], axis=1) * wet
         for k, c in enumerate(range(part.start, part.stop)):
             expected[c] = np.sqrt((block[:, k][:, ocean[c]] ** 2).mean())
     np.testing.assert_allclose(model.space_scale.flatten().numpy(), expected, rtol=1e-5)
@@ -78,8 +80,26 @@ def test_vertical_model_space_round_trip_and_land(data, vertical_model):
     scale, unit = model.space_scale.flatten(), model.space_unit.flatten()
     j, i = (int(v) for v in torch.nonzero(ocean[top].all(0))[0])  # a column wet at every kept level
     column = (y[0, top, j, i] * scale[top]).double().numpy()
-    expected = model.space_offset[top, j, i].double().numpy() + np.cumsum(column) / unit[top].double().numpy()
-    np.testing.assert_allclose(x[0, top, j, i].double().numpy(), expected, rtol=1e-5)
+    rebuilt = model.space_offset[top, j, i].double().numpy() + np.cumsum(column[::-1])[::-1] / unit[top].double().numpy()
+    np.testing.assert_allclose(x[0, top, j, i].double().numpy(), rebuilt, rtol=1e-5)
+
+
+def test_vertical_sums_start_at_each_columns_own_bottom():
+    """A 4-level field over two columns, one 2 levels deep: numpy's sums from each column's deepest wet level."""
+    model = Denoiser(5, (16, 16), "tiny", background=True, vertical=[[0, 4]])
+    mask = torch.ones(5, 16, 16)
+    mask[2:4, 0, 0] = 0  # column (0, 0): levels 0 and 1 wet
+    generator = torch.Generator().manual_seed(2)
+    offset = torch.randn(5, 16, 16, generator=generator)
+    scale, unit = torch.tensor([0.5, 0.2, 0.1, 0.05, 1.0]), torch.tensor([10.0, 9.0, 8.0, 7.0, 0.5])
+    model.set_background(offset, scale, unit, mask)
+    y = torch.randn(1, 5, 16, 16, generator=generator, dtype=torch.float64) * mask
+    x = model.from_model_space(y)
+    for (j, i), depth in (((0, 0), 2), ((3, 5), 4)):
+        steps = (y[0, :depth, j, i] * scale[:depth]).numpy()
+        rebuilt = offset[:depth, j, i].double().numpy() + np.cumsum(steps[::-1])[::-1] / unit[:depth].double().numpy()
+        np.testing.assert_allclose(x[0, :depth, j, i].numpy(), rebuilt, rtol=1e-12)
+    torch.testing.assert_close(model.to_model_space(x), y, rtol=0, atol=1e-9)
 
 
 def test_vertical_model_saves_and_loads_its_space(data, vertical_model, tmp_path):
@@ -216,6 +236,8 @@ def test_cli_refuses_the_term_and_differences_without_what_they_need(tmp_path, c
     assert_one_line(code, err, "train", "--stability-weight", "--prediction-type sample")
     code, err = run_main([*base, "--vertical-differences"], capsys)
     assert_one_line(code, err, "train", "--vertical-differences", "--background")
+    code, err = run_main([*base, "--precondition"], capsys)
+    assert_one_line(code, err, "train", "--precondition", "--prediction-type sample")
     assert not (tmp_path / "run").exists()
 
 
@@ -225,6 +247,27 @@ def test_cli_trains_in_vertical_differences_with_the_term(tmp_path, one_thread):
     out = tmp_path / "run"
     assert main(["train", "--data", "dino", "--dino-n", "4", "--out", str(out), "--steps", "2", "--preset", "tiny",
                  "--batch-size", "2", "--background", "--prediction-type", "sample", "--vertical-differences",
-                 "--stability-weight", "2.5", "--no-progress"]) == 0
+                 "--precondition", "--stability-weight", "2.5", "--no-progress"]) == 0
     model = load_model(out / "model")
-    assert model.vertical and model.card.training["stability_weight"] == 2.5
+    assert model.vertical and model.precondition and model.card.training["stability_weight"] == 2.5
+
+
+def test_preconditioned_denoiser_is_the_linear_estimate_plus_the_network(tmp_path):
+    from xoceandiff.model import DEFAULT_SCHEDULER_CONFIG
+
+    config = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "sample"}
+    model = Denoiser(3, (16, 32), "tiny", scheduler_config=config, precondition=True).eval()
+    x = torch.randn(2, 3, 16, 32, generator=torch.Generator().manual_seed(4))
+    abar = model.make_scheduler().alphas_cumprod
+    with torch.no_grad():
+        for t in (0, 300, 999):
+            raw = model.net(x, torch.tensor([t, t])).sample
+            expected = abar[t].sqrt() * x + (1 - abar[t]).sqrt() * raw
+            torch.testing.assert_close(model(x, t), expected, rtol=1e-5, atol=1e-6)
+        # near t = 0 the estimate is the input itself, whatever the network says
+        assert float((model(x, 0) - x).abs().max()) < 0.05
+        path = model.save(tmp_path / "ckpt")
+        again = load_model(path)
+        assert again.precondition and torch.equal(again(x, 300), model(x, 300))
+    with pytest.raises(InvalidDataError, match="prediction_type 'sample'"):
+        Denoiser(3, (16, 32), "tiny", precondition=True)

@@ -176,6 +176,7 @@ class Denoiser(torch.nn.Module):
         background: bool = False,
         conditions: Sequence[Mapping[str, Any]] = (),
         vertical: Sequence[Sequence[int]] | None = None,
+        precondition: bool = False,
     ) -> None:
         super().__init__()
         channels = _check_channels(channels)
@@ -223,12 +224,20 @@ class Denoiser(torch.nn.Module):
                 **({"conditions": [c.to_dict() for c in self.conditions]} if self.conditions else {}),
                 # likewise only models in vertical differences record their level segments
                 **({"vertical": [list(segment) for segment in self.vertical]} if self.vertical else {}),
+                **({"precondition": True} if precondition else {}),
             },
             "config",
         )
         self._scheduler_config = json_roundtrip(
             _resolve_scheduler_config(scheduler_config), "scheduler_config"
         )
+        self.precondition = bool(precondition)
+        if self.precondition:
+            if self._scheduler_config.get("prediction_type") != "sample":
+                raise InvalidDataError("precondition: the preconditioned network outputs the clean state; build it "
+                                       "with prediction_type 'sample'.")
+            # not saved: it follows from the scheduler config
+            self.register_buffer("skip_alphas", self.make_scheduler().alphas_cumprod.float(), persistent=False)
         self.metadata: dict[str, Any] = json_roundtrip(
             dict(metadata) if metadata is not None else {}, "metadata"
         )
@@ -291,23 +300,26 @@ class Denoiser(torch.nn.Module):
         """Normalised state -> diffusion variable (identity without a background).
 
         With a background, ``y = (x - offset) / scale``. In vertical differences the anomaly is first taken to
-        physical units and each level of a segment replaced by its difference from the level above (the top
-        level kept), on ocean cells (0 on land): the network's errors then reach the vertical structure, and
-        with it the static stability, in units of the data's own spread of vertical differences, which is
-        small where NEMO's convection keeps columns mixed.
+        physical units and each level of a segment replaced by its difference from the level below (each
+        column's deepest wet level kept), on ocean cells (0 on land): the network's errors then reach the
+        vertical structure, and with it the static stability, in units of the data's own spread of vertical
+        differences, which is small where NEMO's convection keeps columns mixed. Anchored at the bottom, where
+        anomalies are smallest, the sums that rebuild the levels carry the errors of the differences upwards,
+        towards the levels whose own spread is largest.
         """
         if not self.background:
             return x
-        if self.vertical:  # float64: deep levels' differences are small beside the sums they come from
-            anomaly = (x.double() - self.space_offset.double()) * self.space_unit.double()
-            anomaly = vertical_differences(anomaly, self.vertical) * self.space_mask.double()
+        if self.vertical:  # float64: small differences beside the sums they come from
+            mask = self.space_mask.double()
+            anomaly = (x.double() - self.space_offset.double()) * self.space_unit.double() * mask
+            anomaly = vertical_differences(anomaly, self.vertical) * mask
             return (anomaly / self.space_scale.double()).to(x.dtype)
         return (x - self.space_offset) / self.space_scale
 
     def from_model_space(self, y: torch.Tensor) -> torch.Tensor:
         """Diffusion variable -> normalised state (identity without a background); inverse of :meth:`to_model_space`.
 
-        In vertical differences the levels are summed back down each segment; land cells get the background.
+        In vertical differences the levels are summed back up each column; land cells get the background.
         """
         if not self.background:
             return y
@@ -400,6 +412,11 @@ class Denoiser(torch.nn.Module):
                 f"the network must return the predicted noise shaped like x {tuple(x.shape)}; "
                 f"it returned {found}"
             )
+        if self.precondition:
+            # x0 = sqrt(abar) x + sqrt(1 - abar) F: the best linear estimate of a unit-spread state plus the network's
+            # correction, so that at low noise the clean-state estimate is the input itself, not a network's copy
+            abar = self.skip_alphas.to(x.device)[t.long()].reshape(-1, 1, 1, 1).to(out.dtype)
+            out = abar.sqrt() * x + (1 - abar).sqrt() * out
         return out
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
@@ -545,6 +562,7 @@ def load_model(
             background=bool(model_config.get("background", False)),
             conditions=model_config.get("conditions") or (),
             vertical=model_config.get("vertical"),
+            precondition=bool(model_config.get("precondition", False)),
         )
     except (KeyError, TypeError, ValueError, InvalidDataError) as error:
         raise CheckpointError(f"{path}/{CONFIG_FILE} does not describe a model this version can build: {error}") from error
@@ -580,28 +598,31 @@ def load_model(
 
 
 def vertical_differences(anomaly: torch.Tensor, segments: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Each channel of a segment ``[start, stop)`` (dimension -3) minus the one before it; the first kept.
+    """Each channel of a segment ``[start, stop)`` (dimension -3) minus the one below it; the last kept.
+
+    Land below a column's bottom must be 0 in ``anomaly``: each column then keeps its own deepest wet level.
 
     Examples
     --------
     >>> import torch
-    >>> a = torch.tensor([1.0, 3.0, 6.0, 10.0, 7.0]).reshape(5, 1, 1)
+    >>> a = torch.tensor([10.0, 6.0, 3.0, 1.0, 7.0]).reshape(5, 1, 1)
     >>> vertical_differences(a, [[0, 4]]).flatten().tolist()
-    [1.0, 2.0, 3.0, 4.0, 7.0]
+    [4.0, 3.0, 2.0, 1.0, 7.0]
     >>> vertical_sums(vertical_differences(a, [[0, 4]]), [[0, 4]]).flatten().tolist()
-    [1.0, 3.0, 6.0, 10.0, 7.0]
+    [10.0, 6.0, 3.0, 1.0, 7.0]
     """
     out = anomaly.clone()
     for start, stop in segments:
-        out[..., start + 1 : stop, :, :] = anomaly[..., start + 1 : stop, :, :] - anomaly[..., start : stop - 1, :, :]
+        out[..., start : stop - 1, :, :] = anomaly[..., start : stop - 1, :, :] - anomaly[..., start + 1 : stop, :, :]
     return out
 
 
 def vertical_sums(differences: torch.Tensor, segments: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Inverse of :func:`vertical_differences`: cumulative sums down each segment."""
+    """Inverse of :func:`vertical_differences`: cumulative sums up each segment, from its deepest level."""
     out = differences.clone()
     for start, stop in segments:
-        out[..., start:stop, :, :] = torch.cumsum(differences[..., start:stop, :, :], dim=-3)
+        part = differences[..., start:stop, :, :]
+        out[..., start:stop, :, :] = part.flip(-3).cumsum(-3).flip(-3)
     return out
 
 

@@ -19,7 +19,7 @@ with :math:`\\hat\\rho` the potential density (the model's equation of state) of
 :math:`\\hat x_0` and :math:`g_k` the density change of one unit of the diffusion variable of temperature at
 level :math:`k` (:math:`\\sigma^T_k` the physical size of that unit: normalisation scale times, for a
 background model, the anomaly scale; for a model in vertical differences, the spread of the difference
-across the interface, taken at level :math:`k+1`; :math:`\\partial\\rho/\\partial T` at the level's mean
+across the interface; :math:`\\partial\\rho/\\partial T` at the level's mean
 state). The
 term is :math:`\\sum s_k^2` over the ocean interfaces of a state divided by the number of elements of the
 state (channels times cells, as the MSE's mean), averaged over the batch: with weight 1 an inversion costs
@@ -108,10 +108,10 @@ class StabilityTerm:
         _, d_t, _ = potential_density_and_gradient(offset_t, offset_s, eos=self.eos)
         channels = ctx.toce_channels.cpu()
         if model.vertical:
-            # one unit of the diffusion variable of T at level k + 1 is one spread of the difference across the
-            # interface above it, already in physical units
+            # one unit of the diffusion variable of T at level k is one spread of the difference across the
+            # interface below it, already in physical units
             unit = model.space_scale.detach().reshape(-1)[channels].to(d_t).abs()
-            density_unit = (d_t.abs() * unit)[1:]
+            density_unit = (d_t.abs() * unit)[:-1]
         else:
             unit = ctx.field_scale["toce"].reshape(-1).abs()
             if model.background:

@@ -227,6 +227,7 @@ def prepare_model(
     prediction_type: str = "epsilon",
     conditions: Sequence[str] = (),
     vertical: bool = False,
+    precondition: bool = False,
 ) -> Denoiser:
     """A denoiser carrying the :class:`~xoceandiff.card.ModelCard` of ``ds`` (layout, normaliser, grid).
 
@@ -249,8 +250,8 @@ def prepare_model(
     ``conditions`` (new presets only; :data:`xoceandiff.conditions.CONDITION_NAMES`) are read from the records'
     time coordinate; the network then takes them as its class embedding (see :mod:`xoceandiff.conditions`).
 
-    ``vertical=True`` (new presets with a background only) diffuses, for ``toce`` and ``soce``, the top level's
-    anomaly and each deeper level's difference from the one above, in physical units, each scaled by the
+    ``vertical=True`` (new presets with a background only) diffuses, for ``toce`` and ``soce``, each column's
+    deepest level's anomaly and each upper level's difference from the one below, in physical units, each scaled by the
     data's spread of that difference (:meth:`Denoiser.to_model_space`). Where NEMO's convection keeps columns
     mixed, the levels' anomalies are nearly equal and their differences' spread is tens of times smaller than
     the levels' own: the network's errors then stay that much smaller in the vertical structure, where they
@@ -282,11 +283,12 @@ def prepare_model(
         segments = vertical_segments(layout) if vertical else None
         model = Denoiser(layout.channels, layout.shape, preset=model or "small", background=background,
                          scheduler_config=scheduler_config, conditions=[spec.to_dict() for spec in specs],
-                         vertical=segments)
+                         vertical=segments, precondition=precondition)
         if background:
             model.set_background(*climatology(ds, layout, card.normaliser, vertical=segments))
-    elif conditions or vertical:
-        raise InvalidDataError("conditions, vertical: only a new model (a preset name) can be built with them.")
+    elif conditions or vertical or precondition:
+        raise InvalidDataError("conditions, vertical, precondition: only a new model (a preset name) can be built "
+                               "with them.")
     elif tuple(model.sample_size) != tuple(layout.shape) or model.channels != layout.channels:
         raise InvalidDataError(
             f"model: expects {model.channels} channels of {tuple(model.sample_size)}, but the data's layout "
@@ -346,7 +348,7 @@ def climatology(ds: xr.Dataset, layout: Layout, normaliser: Normaliser,
     unit = unit[:, None, None]
     sum_sq = torch.zeros(layout.channels, dtype=torch.float64)
     for index in range(len(chunks)):
-        differences = vertical_differences((chunks[index].double() - mean) * unit, vertical) * mask
+        differences = vertical_differences((chunks[index].double() - mean) * unit * mask, vertical) * mask
         sum_sq += differences.square().sum((0, -2, -1))
     spread = (sum_sq / (count * cells)).sqrt()
     for start, stop in vertical:  # a level whose difference never varies gets a tiny, not a zero, scale
@@ -480,6 +482,7 @@ def set_up(
     prediction_type: str = "epsilon",
     conditions: Sequence[str] = (),
     vertical: bool = False,
+    precondition: bool = False,
 ) -> TrainingRun:
     """Data, model, optimiser, schedules and random state of a run, resumed from ``checkpoint_dir`` if there."""
     device = _default_device(device)
@@ -498,7 +501,8 @@ def set_up(
         model = load_model(options.checkpoint_dir / MODEL_SUBDIR)
     model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
                           prediction_type=prediction_type, conditions=() if options.resumes else conditions,
-                          vertical=vertical and not options.resumes)
+                          vertical=vertical and not options.resumes,
+                          precondition=precondition and not options.resumes)
     model.card.check_grid(ds)
     weight = check_stability_weight(options.stability_weight, model.scheduler_config["prediction_type"],
                                     model.card.fields)
@@ -643,6 +647,7 @@ def train(
     parameters: Mapping[str, Any] | None = None,
     stability_weight: float = 0.0,
     vertical: bool = False,
+    precondition: bool = False,
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM; epsilon prediction unless told otherwise).
 
@@ -737,7 +742,8 @@ def train(
         stability_weight=stability_weight,
     )
     run = set_up(ds, model, options, device=device, levels=levels, scheme=scheme, background=background,
-                 prediction_type=prediction_type, conditions=conditions, vertical=vertical)
+                 prediction_type=prediction_type, conditions=conditions, vertical=vertical,
+                 precondition=precondition)
     end = options.steps if stop_after is None else min(options.steps, run.start_step + int(stop_after))
     bar = tqdm(total=options.steps, initial=run.start_step, desc="train", unit="step",
                disable=not (options.progress and run.rank.main))
