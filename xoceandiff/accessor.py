@@ -152,6 +152,9 @@ class OceanDiffAccessor:
         conditions: Sequence[str] = (),
         condition_dropout: float = 0.1,
         parameters: Mapping[str, Any] | None = None,
+        stability_weight: float = 0.0,
+        vertical: bool = False,
+        precondition: bool = False,
     ) -> Denoiser:
         """Train a denoiser on this dataset's snapshots and return it (see :func:`xoceandiff.training.train`).
 
@@ -173,7 +176,8 @@ class OceanDiffAccessor:
                      scheme=scheme, warmup_steps=warmup_steps, ema_decay=ema_decay, mixed_precision=mixed_precision,
                      drop_nan_snapshots=drop_nan_snapshots, buffer_chunks=buffer_chunks, background=background,
                      prediction_type=prediction_type, record=record, stop_after=stop_after, progress=progress,
-                     conditions=conditions, condition_dropout=condition_dropout, parameters=parameters)
+                     conditions=conditions, condition_dropout=condition_dropout, parameters=parameters,
+                     stability_weight=stability_weight, vertical=vertical, precondition=precondition)
 
     def sample(
         self,
