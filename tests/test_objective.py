@@ -137,10 +137,6 @@ def test_older_models_have_no_vertical_key(data):
     assert "vertical" not in model.config and model.vertical == ()
 
 
-def _sigma0(t, s):
-    return gsw.sigma0(s, t)
-
-
 def test_stability_term_is_the_squared_inversion_in_units_of_the_diffusion_variable(data):
     """One column made unstable by swapping two levels: the term against gsw's density and a finite-difference
     derivative at the level's mean state."""
@@ -162,10 +158,10 @@ def test_stability_term_is_the_squared_inversion_in_units_of_the_diffusion_varia
     layout = card.layout
     levels = list(layout.levels)
     assert k in levels and k + 1 in levels and levels.index(k + 1) == levels.index(k) + 1
-    inversion = _sigma0(t_col[k], s_col[k]) - _sigma0(t_col[k + 1], s_col[k + 1])
+    inversion = gsw.sigma0(s_col[k], t_col[k]) - gsw.sigma0(s_col[k + 1], t_col[k + 1])
     assert inversion > 0
     t_mean, s_mean = card.normaliser.offset["toce"][k], card.normaliser.offset["soce"][k]
-    d_rho_d_t = abs(_sigma0(t_mean + 1e-3, s_mean) - _sigma0(t_mean - 1e-3, s_mean)) / 2e-3
+    d_rho_d_t = abs(gsw.sigma0(s_mean, t_mean + 1e-3) - gsw.sigma0(s_mean, t_mean - 1e-3)) / 2e-3
     channel = layout.channel_slices["toce"].start + levels.index(k)
     unit = card.normaliser.scale["toce"][k] * float(model.space_scale.flatten()[channel])
     expected = (inversion / (d_rho_d_t * unit)) ** 2 / y[0].numel()
@@ -236,8 +232,6 @@ def test_cli_refuses_the_term_and_differences_without_what_they_need(tmp_path, c
     assert_one_line(code, err, "train", "--stability-weight", "--prediction-type sample")
     code, err = run_main([*base, "--vertical-differences"], capsys)
     assert_one_line(code, err, "train", "--vertical-differences", "--background")
-    code, err = run_main([*base, "--precondition"], capsys)
-    assert_one_line(code, err, "train", "--precondition", "--prediction-type sample")
     assert not (tmp_path / "run").exists()
 
 
@@ -247,27 +241,7 @@ def test_cli_trains_in_vertical_differences_with_the_term(tmp_path, one_thread):
     out = tmp_path / "run"
     assert main(["train", "--data", "dino", "--dino-n", "4", "--out", str(out), "--steps", "2", "--preset", "tiny",
                  "--batch-size", "2", "--background", "--prediction-type", "sample", "--vertical-differences",
-                 "--precondition", "--stability-weight", "2.5", "--no-progress"]) == 0
+                 "--stability-weight", "2.5", "--no-progress"]) == 0
     model = load_model(out / "model")
-    assert model.vertical and model.precondition and model.card.training["stability_weight"] == 2.5
+    assert model.vertical and model.card.training["stability_weight"] == 2.5
 
-
-def test_preconditioned_denoiser_is_the_linear_estimate_plus_the_network(tmp_path):
-    from xoceandiff.model import DEFAULT_SCHEDULER_CONFIG
-
-    config = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "sample"}
-    model = Denoiser(3, (16, 32), "tiny", scheduler_config=config, precondition=True).eval()
-    x = torch.randn(2, 3, 16, 32, generator=torch.Generator().manual_seed(4))
-    abar = model.make_scheduler().alphas_cumprod
-    with torch.no_grad():
-        for t in (0, 300, 999):
-            raw = model.net(x, torch.tensor([t, t])).sample
-            expected = abar[t].sqrt() * x + (1 - abar[t]).sqrt() * raw
-            torch.testing.assert_close(model(x, t), expected, rtol=1e-5, atol=1e-6)
-        # near t = 0 the estimate is the input itself, whatever the network says
-        assert float((model(x, 0) - x).abs().max()) < 0.05
-        path = model.save(tmp_path / "ckpt")
-        again = load_model(path)
-        assert again.precondition and torch.equal(again(x, 300), model(x, 300))
-    with pytest.raises(InvalidDataError, match="prediction_type 'sample'"):
-        Denoiser(3, (16, 32), "tiny", precondition=True)

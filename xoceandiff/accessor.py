@@ -154,7 +154,6 @@ class OceanDiffAccessor:
         parameters: Mapping[str, Any] | None = None,
         stability_weight: float = 0.0,
         vertical: bool = False,
-        precondition: bool = False,
     ) -> Denoiser:
         """Train a denoiser on this dataset's snapshots and return it (see :func:`xoceandiff.training.train`).
 
@@ -177,7 +176,7 @@ class OceanDiffAccessor:
                      drop_nan_snapshots=drop_nan_snapshots, buffer_chunks=buffer_chunks, background=background,
                      prediction_type=prediction_type, record=record, stop_after=stop_after, progress=progress,
                      conditions=conditions, condition_dropout=condition_dropout, parameters=parameters,
-                     stability_weight=stability_weight, vertical=vertical, precondition=precondition)
+                     stability_weight=stability_weight, vertical=vertical)
 
     def sample(
         self,

@@ -254,9 +254,6 @@ def _check_args(args: argparse.Namespace) -> None:
         if args.vertical_differences and not args.background:
             raise InvalidDataError("--vertical-differences: the differences are taken of the anomalies about the "
                                    "training climatology; add --background.")
-        if args.precondition and args.prediction_type != "sample":
-            raise InvalidDataError("--precondition: the preconditioned network outputs the clean state; add "
-                                   "--prediction-type sample.")
         if args.stability_weight and args.prediction_type == "epsilon":
             raise InvalidDataError("--stability-weight: the stability term needs the network's estimate of the clean "
                                    "state; add --prediction-type sample (or v_prediction), or leave the weight at 0.")
@@ -444,7 +441,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         conditions=args.conditions,
         stability_weight=args.stability_weight,
         vertical=args.vertical_differences,
-        precondition=args.precondition,
         drop_nan_snapshots=args.drop_nan_snapshots,
         progress=not args.no_progress,
         record={"command": command, "data": " ".join(args.data)},
@@ -743,9 +739,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--vertical-differences", action="store_true",
                        help="with --background: diffuse each level's difference from the level below "
                             "(see training.prepare_model)")
-    train.add_argument("--precondition", action="store_true",
-                       help="with --prediction-type sample: the clean-state estimate is sqrt(abar) x + sqrt(1 - abar) "
-                            "F (see training.prepare_model)")
     train.add_argument("--stability-weight", type=_non_negative_float, default=0.0,
                        help="weight of the static-stability term in the loss (needs --prediction-type sample or "
                             "v_prediction; default: %(default)s, the MSE alone)")

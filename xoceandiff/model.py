@@ -176,7 +176,6 @@ class Denoiser(torch.nn.Module):
         background: bool = False,
         conditions: Sequence[Mapping[str, Any]] = (),
         vertical: Sequence[Sequence[int]] | None = None,
-        precondition: bool = False,
     ) -> None:
         super().__init__()
         channels = _check_channels(channels)
@@ -224,20 +223,12 @@ class Denoiser(torch.nn.Module):
                 **({"conditions": [c.to_dict() for c in self.conditions]} if self.conditions else {}),
                 # likewise only models in vertical differences record their level segments
                 **({"vertical": [list(segment) for segment in self.vertical]} if self.vertical else {}),
-                **({"precondition": True} if precondition else {}),
             },
             "config",
         )
         self._scheduler_config = json_roundtrip(
             _resolve_scheduler_config(scheduler_config), "scheduler_config"
         )
-        self.precondition = bool(precondition)
-        if self.precondition:
-            if self._scheduler_config.get("prediction_type") != "sample":
-                raise InvalidDataError("precondition: the preconditioned network outputs the clean state; build it "
-                                       "with prediction_type 'sample'.")
-            # not saved: it follows from the scheduler config
-            self.register_buffer("skip_alphas", self.make_scheduler().alphas_cumprod.float(), persistent=False)
         self.metadata: dict[str, Any] = json_roundtrip(
             dict(metadata) if metadata is not None else {}, "metadata"
         )
@@ -412,11 +403,6 @@ class Denoiser(torch.nn.Module):
                 f"the network must return the predicted noise shaped like x {tuple(x.shape)}; "
                 f"it returned {found}"
             )
-        if self.precondition:
-            # x0 = sqrt(abar) x + sqrt(1 - abar) F: the best linear estimate of a unit-spread state plus the network's
-            # correction, so that at low noise the clean-state estimate is the input itself, not a network's copy
-            abar = self.skip_alphas.to(x.device)[t.long()].reshape(-1, 1, 1, 1).to(out.dtype)
-            out = abar.sqrt() * x + (1 - abar).sqrt() * out
         return out
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
@@ -562,7 +548,6 @@ def load_model(
             background=bool(model_config.get("background", False)),
             conditions=model_config.get("conditions") or (),
             vertical=model_config.get("vertical"),
-            precondition=bool(model_config.get("precondition", False)),
         )
     except (KeyError, TypeError, ValueError, InvalidDataError) as error:
         raise CheckpointError(f"{path}/{CONFIG_FILE} does not describe a model this version can build: {error}") from error

@@ -19,10 +19,9 @@ with :math:`\\hat\\rho` the potential density (the model's equation of state) of
 :math:`\\hat x_0` and :math:`g_k` the density change of one unit of the diffusion variable of temperature at
 level :math:`k` (:math:`\\sigma^T_k` the physical size of that unit: normalisation scale times, for a
 background model, the anomaly scale; for a model in vertical differences, the spread of the difference
-across the interface; :math:`\\partial\\rho/\\partial T` at the level's mean
-state). The
-term is :math:`\\sum s_k^2` over the ocean interfaces of a state divided by the number of elements of the
-state (channels times cells, as the MSE's mean), averaged over the batch: with weight 1 an inversion costs
+across the interface; :math:`\\partial\\rho/\\partial T` at the level's mean state). The term is
+:math:`\\sum s_k^2` over the ocean interfaces of a state divided by the number of elements of the state
+(channels times cells, as the MSE's mean), averaged over the batch: with weight 1 an inversion costs
 what the temperature error that would make it costs in the MSE; larger weights make inversions dearer than
 errors. The training data are statically stable (NEMO's convection sees to it), and with a linear
 equation of state the stable columns form a convex set that holds the MSE's optimum, the conditional mean
@@ -72,7 +71,7 @@ def check_stability_weight(weight: float, prediction_type: str, fields: tuple[st
 
 
 class StabilityTerm:
-    """Volume-mean squared density inversion of :math:`\\hat x_0`, in units of the diffusion variable.
+    """Squared density inversions of :math:`\\hat x_0`, in units of the diffusion variable, per state element.
 
     Parameters
     ----------
@@ -106,18 +105,14 @@ class StabilityTerm:
         offset_t = ctx.field_offset["toce"].reshape(-1)
         offset_s = ctx.field_offset["soce"].reshape(-1)
         _, d_t, _ = potential_density_and_gradient(offset_t, offset_s, eos=self.eos)
-        channels = ctx.toce_channels.cpu()
-        if model.vertical:
-            # one unit of the diffusion variable of T at level k is one spread of the difference across the
-            # interface below it, already in physical units
-            unit = model.space_scale.detach().reshape(-1)[channels].to(d_t).abs()
-            density_unit = (d_t.abs() * unit)[:-1]
-        else:
-            unit = ctx.field_scale["toce"].reshape(-1).abs()
-            if model.background:
-                unit = unit * model.space_scale.detach().reshape(-1)[channels].to(unit).abs()
-            # a unit of the diffusion variable of T at each upper level, in kg m-3
-            density_unit = (d_t.abs() * unit)[:-1]
+        # the physical size of one unit of the diffusion variable of T at each level: for a model in vertical
+        # differences, one spread of the difference across the interface below it
+        unit = torch.ones_like(d_t)
+        if model.background:
+            unit = model.space_scale.detach().reshape(-1)[ctx.toce_channels.cpu()].to(d_t).abs()
+        if not model.vertical:
+            unit = unit * ctx.field_scale["toce"].reshape(-1).abs()
+        density_unit = (d_t.abs() * unit)[:-1]  # kg m-3 per unit, at each interface's upper level
         # floored so that a level whose temperature never varies (unit 0) cannot make the term infinite
         floor = 1e-6 * float(density_unit.max()) if density_unit.numel() else 1.0
         self.density_unit = density_unit.clamp_min(floor)[:, None, None]

@@ -227,7 +227,6 @@ def prepare_model(
     prediction_type: str = "epsilon",
     conditions: Sequence[str] = (),
     vertical: bool = False,
-    precondition: bool = False,
 ) -> Denoiser:
     """A denoiser carrying the :class:`~xoceandiff.card.ModelCard` of ``ds`` (layout, normaliser, grid).
 
@@ -278,17 +277,14 @@ def prepare_model(
         if background:
             scheduler_config["clip_sample_range"] = 5.0
         specs = record_conditions(ds, conditions)[0] if conditions else ()
-        if vertical and not background:
-            raise InvalidDataError("vertical: vertical differences need background=True (CLI --background).")
         segments = vertical_segments(layout) if vertical else None
         model = Denoiser(layout.channels, layout.shape, preset=model or "small", background=background,
                          scheduler_config=scheduler_config, conditions=[spec.to_dict() for spec in specs],
-                         vertical=segments, precondition=precondition)
+                         vertical=segments)
         if background:
             model.set_background(*climatology(ds, layout, card.normaliser, vertical=segments))
-    elif conditions or vertical or precondition:
-        raise InvalidDataError("conditions, vertical, precondition: only a new model (a preset name) can be built "
-                               "with them.")
+    elif conditions or vertical:
+        raise InvalidDataError("conditions, vertical: only a new model (a preset name) can be built with them.")
     elif tuple(model.sample_size) != tuple(layout.shape) or model.channels != layout.channels:
         raise InvalidDataError(
             f"model: expects {model.channels} channels of {tuple(model.sample_size)}, but the data's layout "
@@ -319,38 +315,38 @@ def climatology(ds: xr.Dataset, layout: Layout, normaliser: Normaliser,
 
     One streamed pass over the dask chunks (float64 sums); the spread is the RMS anomaly over the
     records and the ocean cells of each channel (floored at 1e-4 normalised units). With ``vertical``
-    segments (see :func:`vertical_segments`) a second pass measures the spread of the anomalies' vertical
-    differences in physical units instead, floored at 1e-4 of the largest of their field, and the physical
-    size of one normalised unit (C,) and the ocean mask (C, H, W) follow: the arguments of
-    :meth:`Denoiser.set_background` for a model in vertical differences.
+    segments (see :func:`vertical_segments`) the spread is that of the anomalies' vertical differences in
+    physical units instead (the differences are linear, so the same pass sums them), floored at 1e-4 of the
+    largest of their field, and the physical size of one normalised unit (C,) and the ocean mask (C, H, W)
+    follow: the arguments of :meth:`Denoiser.set_background` for a model in vertical differences.
     """
     from .gridops import GridOps
 
-    chunks = _ChunkDataset(ds, layout, normaliser)
-    total = sum_sq = None
-    count = 0
-    for index in range(len(chunks)):
-        x = chunks[index].double()
-        total = x.sum(0) if total is None else total + x.sum(0)
-        sum_sq = (x * x).sum(0) if sum_sq is None else sum_sq + (x * x).sum(0)
-        count += len(x)
-    mean = total / count
-    variance = (sum_sq / count - mean * mean).clamp_min(0)
     mask = GridOps.from_dataset(ds, layout).mask.to(torch.float64)
-    cells = mask.sum((-2, -1)).clamp_min(1)
-    if not vertical:
-        spread = ((variance * mask).sum((-2, -1)) / cells).sqrt().clamp_min(1e-4)
-        return mean.float(), spread.float()
     unit = torch.ones(layout.channels, dtype=torch.float64)
     for name, part in layout.channel_slices.items():
         unit[part] = torch.as_tensor(np.asarray(normaliser.scale[name], dtype=np.float64)[
             list(layout.levels) if layout.three_dimensional(name) else [0]])
     unit = unit[:, None, None]
-    sum_sq = torch.zeros(layout.channels, dtype=torch.float64)
+
+    def spread_variable(x: torch.Tensor) -> torch.Tensor:
+        return x if not vertical else vertical_differences(x * unit * mask, vertical) * mask
+
+    chunks = _ChunkDataset(ds, layout, normaliser)
+    total = sum_sq = spread_total = None
+    count = 0
     for index in range(len(chunks)):
-        differences = vertical_differences((chunks[index].double() - mean) * unit * mask, vertical) * mask
-        sum_sq += differences.square().sum((0, -2, -1))
-    spread = (sum_sq / (count * cells)).sqrt()
+        x = chunks[index].double()
+        z = spread_variable(x)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        spread_total = z.sum(0) if spread_total is None else spread_total + z.sum(0)
+        sum_sq = (z * z).sum(0) if sum_sq is None else sum_sq + (z * z).sum(0)
+        count += len(x)
+    mean = total / count
+    variance = (sum_sq / count - (spread_total / count) ** 2).clamp_min(0)
+    spread = ((variance * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1)).sqrt()
+    if not vertical:
+        return mean.float(), spread.clamp_min(1e-4).float()
     for start, stop in vertical:  # a level whose difference never varies gets a tiny, not a zero, scale
         spread[start:stop] = spread[start:stop].clamp_min(1e-4 * float(spread[start:stop].max()) or 1e-12)
     spread = torch.where(spread > 0, spread, torch.ones_like(spread))
@@ -482,7 +478,6 @@ def set_up(
     prediction_type: str = "epsilon",
     conditions: Sequence[str] = (),
     vertical: bool = False,
-    precondition: bool = False,
 ) -> TrainingRun:
     """Data, model, optimiser, schedules and random state of a run, resumed from ``checkpoint_dir`` if there."""
     device = _default_device(device)
@@ -501,8 +496,7 @@ def set_up(
         model = load_model(options.checkpoint_dir / MODEL_SUBDIR)
     model = prepare_model(ds, model, levels=levels, scheme=scheme, background=background,
                           prediction_type=prediction_type, conditions=() if options.resumes else conditions,
-                          vertical=vertical and not options.resumes,
-                          precondition=precondition and not options.resumes)
+                          vertical=vertical and not options.resumes)
     model.card.check_grid(ds)
     weight = check_stability_weight(options.stability_weight, model.scheduler_config["prediction_type"],
                                     model.card.fields)
@@ -647,7 +641,6 @@ def train(
     parameters: Mapping[str, Any] | None = None,
     stability_weight: float = 0.0,
     vertical: bool = False,
-    precondition: bool = False,
 ) -> Denoiser:
     """Train a denoiser on the snapshots of ``ds`` (DDPM; epsilon prediction unless told otherwise).
 
@@ -742,8 +735,7 @@ def train(
         stability_weight=stability_weight,
     )
     run = set_up(ds, model, options, device=device, levels=levels, scheme=scheme, background=background,
-                 prediction_type=prediction_type, conditions=conditions, vertical=vertical,
-                 precondition=precondition)
+                 prediction_type=prediction_type, conditions=conditions, vertical=vertical)
     end = options.steps if stop_after is None else min(options.steps, run.start_step + int(stop_after))
     bar = tqdm(total=options.steps, initial=run.start_step, desc="train", unit="step",
                disable=not (options.progress and run.rank.main))
