@@ -2,7 +2,7 @@
 quietly' acceptance measures).
 
 20 samples at the GYRE demo's settings (DDIM 50, seed 0, ``zero_mean`` + ``border_zero_gradient``, level means of
-one training record per sample), without and with ``convective_adjustment``, and, for comparison, with the
+one training record per sample, each sample generated for that record's date), without and with ``convective_adjustment``, and, for comparison, with the
 training mean as the single level-mean target; each measured by :func:`xoceandiff.fidelity.fidelity` against
 the 576 five-day means the model was trained on.
 

@@ -217,3 +217,24 @@ def test_cli_restart_starts_conditional_samples_at_their_step_of_the_year(tmp_pa
     assert main(["restart", str(undated), "--mesh-mask", str(GYRE / "mesh_mask.nc"), "--out", str(tmp_path / "u"),
                  "--rdt", "14400", "--forcing-phase", "step"]) == 2
     assert not (tmp_path / "u").exists()
+
+
+def test_records_level_means_condition_each_sample_on_its_own_records_date(gyre, conditional):
+    """level_means='records' without a condition: the network is asked for the date of the record whose level
+    means the sample is driven to (the card's table), so that the two agree; an explicit condition still wins."""
+    from xoceandiff.sampling import plan_sampling
+
+    samples = gyre.oceandiff.sample(3, ["zero_mean"], model=conditional, steps=2, progress=False,
+                                    level_means="records", seed=4)
+    table = conditional.card.record_means
+    rows = [int(np.flatnonzero(table["record"] == r)[0]) for r in samples.level_means_record.values]
+    # oracle: the training records' own dates, read from their time coordinate
+    _, dates = record_conditions(gyre, ["day_of_year", "run_time"])
+    np.testing.assert_array_equal(samples.condition_day_of_year.values, dates["day_of_year"][table["record"][rows]])
+    np.testing.assert_allclose(samples.condition_run_time.values, dates["run_time"][table["record"][rows]])
+    area = (gyre.e1t * gyre.e2t).where(gyre.tmask.isel(z_c=0)).fillna(0)
+    np.testing.assert_allclose(samples.toce.isel(z_c=0).weighted(area).mean(("y_c", "x_c")).values,
+                               table["toce"][rows, 0], rtol=0, atol=1e-4)
+    plan = plan_sampling(gyre, 3, ["zero_mean"], model=conditional, level_means="records",
+                         condition={"day_of_year": 180})
+    assert not plan.condition_from_records and plan.condition["day_of_year"].tolist() == [180.0] * 3

@@ -20,6 +20,7 @@ from xoceandiff.convection import (
     adjust_columns_torch,
     adjustment_distance,
     convective_adjustment,
+    stable_blend_torch,
 )
 from xoceandiff.eos import potential_density
 from xoceandiff.errors import ConstraintError, InvalidDataError, MissingVariableError
@@ -336,3 +337,54 @@ def test_adjustment_distance_is_zero_on_the_data_and_an_rms_on_an_inverted_copy(
                                        rtol=1e-6, atol=1e-9)
     assert float(distance["convective_distance_toce_0-200m"][0]) > 0.1  # the flipped records move
     assert float(distance["convective_distance_toce_0-200m"][1]) < 5e-3  # the others do not
+
+
+# --- the stable blend of boundary columns (border_zero_gradient's last step) -------------------------------
+
+
+def test_stable_blend_moves_an_unstable_step_just_enough_analytically():
+    """Linear EOS in S (seos, one temperature): the new step follows from rho = rho(T) + b0 S in closed form."""
+    from xoceandiff.eos import SEOS_CONSTANTS
+
+    b0, margin = SEOS_CONSTANTS["b0"], 1e-4
+    t = torch.full((1, 3, 1, 1), 10.0, dtype=torch.float64)
+    s = torch.tensor([35.0, 35.2, 35.1], dtype=torch.float64).reshape(1, 3, 1, 1)  # 35.2 over 35.1: unstable
+    ref_s = torch.tensor([35.0, 35.05, 35.1], dtype=torch.float64).reshape(1, 3, 1, 1)
+    new_t, new_s = stable_blend_torch(t, s, t, ref_s, torch.ones(2, 1, 1, dtype=torch.bool), "seos", margin=margin)
+    # step(theta) = theta * 0.1 + (1 - theta) * (-0.05) must give rho_2 - rho_1 = -b0 step = margin
+    step = -margin / b0
+    expected = [35.1 + step - 0.2, 35.1 + step, 35.1]  # the level above keeps its own step (-0.2)
+    np.testing.assert_allclose(new_s.flatten().numpy(), expected, rtol=0, atol=1e-12)
+    assert torch.equal(new_t, t)
+
+
+def test_stable_blend_leaves_stable_and_excluded_columns_bit_for_bit():
+    g = torch.Generator().manual_seed(3)
+    t = 10 + torch.randn(2, 6, 4, 5, generator=g)
+    s = 35 + 0.1 * torch.randn(2, 6, 4, 5, generator=g)
+    stable_t = torch.sort(t, dim=1, descending=True).values  # warm over cold, one salinity: stable
+    one_s = torch.full_like(s, 35.0)
+    where = torch.ones(5, 4, 5, dtype=torch.bool)
+    new_t, new_s = stable_blend_torch(stable_t, one_s, t, s, where, "eos80-poly")
+    assert torch.equal(new_t, stable_t) and torch.equal(new_s, one_s)
+    new_t, new_s = stable_blend_torch(t, s, stable_t, one_s, torch.zeros_like(where), "eos80-poly")
+    assert torch.equal(new_t, t) and torch.equal(new_s, s) and new_t.dtype == torch.float32
+
+
+def test_stable_blend_leaves_no_unstable_interface_where_the_reference_is_stable():
+    """Random unstable columns against stable references: every interface ends stable by about the margin or more,
+    and the deepest level never moves (the rebuild starts there)."""
+    g = torch.Generator().manual_seed(5)
+    t = 10 + torch.randn(3, 8, 6, 6, dtype=torch.float64, generator=g)
+    s = 35 + 0.1 * torch.randn(3, 8, 6, 6, dtype=torch.float64, generator=g)
+    ref_t = torch.sort(t, dim=1, descending=True).values
+    ref_s = torch.full_like(s, 35.0)
+    margin = 1e-4
+    new_t, new_s = stable_blend_torch(t, s, ref_t, ref_s, torch.ones(7, 6, 6, dtype=torch.bool), "eos80-poly",
+                                      margin=margin)
+    rho = potential_density(new_t, new_s, "eos80-poly")
+    before = potential_density(t, s, "eos80-poly")
+    was_unstable = (before[:, 1:] - before[:, :-1]) < 0
+    assert was_unstable.float().mean() > 0.3
+    assert float((rho[:, 1:] - rho[:, :-1]).min()) > 0.5 * margin
+    assert torch.equal(new_t[:, -1], t[:, -1]) and torch.equal(new_s[:, -1], s[:, -1])

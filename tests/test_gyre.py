@@ -82,3 +82,40 @@ def test_gyre_from_the_command_line_open_train_sample_diagnose_restart(tmp_path)
         assert check_restart(path, grid) == []
         with netCDF4.Dataset(path) as nc:
             assert nc["sn"].getncattr("standard_name") == "sea_water_practical_salinity"
+
+
+def test_border_zero_gradient_keeps_true_gyre_states_as_stable_as_they_are():
+    """True GYRE states through the boundary rule about the bundled model's background: copying the neighbour's
+    anomaly alone makes the boundary columns unstable (tens of times the data's convective-adjustment distance in
+    the top 200 m); the constraint's last step (finish) rebuilds them, back to the data's own distance, while the
+    boundary columns the rule left stable keep its values bit for bit."""
+    import torch
+
+    from xoceandiff.constraints import BorderZeroGradient, ConstraintContext
+    from xoceandiff.convection import adjustment_distance
+    from xoceandiff.layout import from_tensor, to_tensor
+    from xoceandiff.normalisation import normalise
+    from xoceandiff.pretrained import bundled_model
+
+    model = bundled_model(config="gyre")
+    card = model.card
+    data = xoceandiff.open_nemo(GRID_T, mesh_mask=MESH).load()
+    x = to_tensor(normalise(data[list(card.fields)], card.normaliser), card.layout, dim="t")
+    ctx = ConstraintContext.from_model(card.grid, card.layout, card.normaliser, salinity=card.salinity,
+                                       background=model.space_offset)
+    rule = BorderZeroGradient()
+    copied, finished = rule(x, 0, ctx), rule.finish(x, ctx)
+
+    def top_distance(tensor: torch.Tensor) -> float:
+        states = from_tensor(tensor, card.layout, card.grid, dim="sample", normaliser=card.normaliser)
+        # GYRE is EOS-80 (the model card's practical salinity): the rule's own equation of state
+        return float(adjustment_distance(states, eos="eos80-poly")["convective_distance_toce_0-200m"].max())
+
+    truth, after_rule, after_finish = top_distance(x), top_distance(copied), top_distance(finished)
+    assert after_rule > 10 * truth  # the plain anomaly copy
+    assert after_finish < 1.5 * truth + 1e-5
+    # columns the rule left stable are the rule's output exactly; interior cells are never touched
+    boundary = (ctx.ops.boundary_x | ctx.ops.boundary_y)
+    assert torch.equal(finished * ~boundary, copied * ~boundary)
+    changed = (finished != copied).any(dim=1)  # (records, H, W)
+    assert 0 < int(changed.sum()) < int(boundary.any(0).sum()) * x.shape[0]

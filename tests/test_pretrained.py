@@ -118,7 +118,9 @@ def test_gyre_demo_writes_restarts_nemo_can_read_with_records_level_means_and_st
     rows = [int(np.flatnonzero(card.record_means["record"] == r)[0]) for r in constrained.level_means_record.values]
     area = (grid.e1t * grid.e2t).where(grid.tmask).fillna(0)
     got = constrained.toce.weighted(area).mean(("y_c", "x_c")).values
-    np.testing.assert_allclose(got, card.record_means["toce"][rows], rtol=0, atol=2e-4)
+    # border_zero_gradient runs after zero_mean and rebuilds the boundary columns it made unstable: the level
+    # means move by a few 1e-4 degC (the records' level means differ by about 1 degC over the year)
+    np.testing.assert_allclose(got, card.record_means["toce"][rows], rtol=0, atol=1e-3)
     stable = open_samples(written["samples_convective"], grid=grid).load()
     distance = adjustment_distance(stable).compute()
     assert max(float(distance[k].max()) for k in distance.data_vars if k.startswith("convective_distance_toce")) < 1e-5

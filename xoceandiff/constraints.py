@@ -482,6 +482,18 @@ def _shift_ocean(x: torch.Tensor, shift: torch.Tensor, ctx: ConstraintContext) -
     return torch.addcmul(x, shift[..., None, None].to(x.dtype), ctx.ops.mask.to(x.dtype), value=-1)
 
 
+def _eos_and_margin(eos: str, margin: float) -> tuple[str, float]:
+    """The checked ``eos`` and ``margin`` of the density-step constraints."""
+    if eos != AUTO_EOS and eos not in EOS_NAMES:
+        raise ConstraintError(
+            f"eos: expected 'auto' or one of {list(EOS_NAMES)}, found {eos!r}; 'auto' follows the "
+            "salinity of the model (EOS-80 for practical, TEOS-10 for absolute)."
+        )
+    if not margin >= 0:
+        raise ConstraintError(f"margin: expected a density step >= 0 (kg m-3), found {margin!r}.")
+    return eos, float(margin)
+
+
 class ZeroMean(Constraint):
     r"""Hard zero-mean constraint: each channel's ocean mean is set to its training mean.
 
@@ -593,15 +605,60 @@ class BorderZeroGradient(Constraint):
     anomaly spreads away from anything the network was trained on: on GYRE it collapsed the samples
     onto one state (spread across samples 2 % of the data's). Without a background :math:`b = 0`:
     the paper's rule on the field itself.
+
+    Copying the neighbour's anomaly onto the boundary cell's own background can leave the boundary
+    column statically unstable where the two backgrounds are stratified differently: applied to true
+    GYRE states it puts 58 times the data's convective-adjustment distance into the top 200 m. So after
+    the last step (:meth:`finish`), with ``toce`` and ``soce`` in the layout and a background, each
+    boundary column is rebuilt from the bottom with its unstable interfaces' vertical steps moved
+    towards those of the neighbour's own column (stable where the neighbour is), just enough for
+    potential density to grow by ``margin`` (:func:`xoceandiff.convection.stable_blend_torch`); stable
+    boundary columns keep the rule's values bit for bit, and on true GYRE states the distance is then
+    the data's own. ``at_end = True``.
+
+    Parameters
+    ----------
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the stability check; ``"auto"`` follows :attr:`ConstraintContext.salinity`.
+    margin : float, default 1e-4
+        Density step (kg m-3) given to a boundary interface the rule would leave unstable.
     """
 
     name = "border_zero_gradient"
     at_end = True
 
+    def __init__(self, *, eos: str = AUTO_EOS, margin: float = 1e-4) -> None:
+        self.eos, self.margin = _eos_and_margin(eos, margin)
+
     def __call__(self, x: torch.Tensor, t: Timestep, ctx: ConstraintContext) -> torch.Tensor:
         if ctx.background is None:
             return ctx.ops.zero_normal_gradient(x)
         return ctx.background + ctx.ops.zero_normal_gradient(x - ctx.background)
+
+    def finish(self, x: torch.Tensor, ctx: ConstraintContext) -> torch.Tensor:
+        """The rule, then the boundary columns it left unstable rebuilt (see the class)."""
+        out = self(x, 0, ctx)
+        if ctx.background is None or ctx.toce_channels is None or ctx.soce_channels is None or len(ctx.depths) < 2:
+            return out  # the paper's rule copies whole neighbour columns: as stable as they are
+        from .convection import stable_blend_torch
+
+        neighbours = ctx.ops.zero_normal_gradient(x)
+        boundary = (ctx.ops.boundary_x | ctx.ops.boundary_y).index_select(0, ctx.toce_channels)
+        interfaces = ctx.ops.interface_mask & boundary[1:] & boundary[:-1]
+        temperature, salinity = ctx.denormalise(out, "toce"), ctx.denormalise(out, "soce")
+        new_t, new_s = stable_blend_torch(
+            temperature, salinity, ctx.denormalise(neighbours, "toce"), ctx.denormalise(neighbours, "soce"),
+            interfaces, resolve_eos(self.eos, ctx.salinity), margin=self.margin,
+        )
+        touched = (new_t != temperature) | (new_s != salinity)  # the rest keeps the rule's values bit for bit
+        finished = out.clone()
+        for channels, field, values in ((ctx.toce_channels, "toce", new_t), (ctx.soce_channels, "soce", new_s)):
+            normalised = (values - ctx.field_offset[field]) / ctx.field_scale[field]
+            finished[:, channels] = torch.where(touched, normalised.to(x.dtype), out[:, channels])
+        return finished
+
+    def __repr__(self) -> str:
+        return f"BorderZeroGradient(eos={self.eos!r}, margin={self.margin:g})"
 
 
 class StableStratification(Constraint):
@@ -876,15 +933,7 @@ class ConvectiveAdjustment(Constraint):
     at_end = True
 
     def __init__(self, *, eos: str = AUTO_EOS, margin: float = 1e-3) -> None:
-        if eos != AUTO_EOS and eos not in EOS_NAMES:
-            raise ConstraintError(
-                f"eos: expected 'auto' or one of {list(EOS_NAMES)}, found {eos!r}; 'auto' follows the "
-                "salinity of the model (EOS-80 for practical, TEOS-10 for absolute)."
-            )
-        if not margin >= 0:
-            raise ConstraintError(f"margin: expected a density step >= 0 (kg m-3), found {margin!r}.")
-        self.eos = eos
-        self.margin = float(margin)
+        self.eos, self.margin = _eos_and_margin(eos, margin)
 
     def eos_for(self, ctx: ConstraintContext) -> str:
         """The equation of state used with context ``ctx``: :attr:`eos`, or for ``"auto"`` the salinity's."""

@@ -55,7 +55,13 @@ from .errors import InvalidDataError, MissingVariableError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["adjust_columns", "adjust_columns_torch", "convective_adjustment", "adjustment_distance"]
+__all__ = [
+    "adjust_columns",
+    "adjust_columns_torch",
+    "stable_blend_torch",
+    "convective_adjustment",
+    "adjustment_distance",
+]
 
 
 # --- the column scan, for numpy and torch --------------------------------------------------------
@@ -350,6 +356,105 @@ def adjust_columns_torch(
         return a.reshape(B, H, W, L).permute(0, 3, 1, 2).to(x_T.dtype).contiguous()
 
     return back(T_out), back(S_out)
+
+
+def stable_blend_torch(
+    x_T: torch.Tensor,
+    x_S: torch.Tensor,
+    ref_T: torch.Tensor,
+    ref_S: torch.Tensor,
+    where: torch.Tensor,
+    eos: str = "teos10-poly",
+    *,
+    margin: float = 1e-4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Columns rebuilt from the bottom, each unstable interface's step moved towards a stable reference's.
+
+    Used by ``border_zero_gradient`` at the end of sampling: a boundary cell that copies its neighbour's
+    anomaly onto its own background can be denser than the cell below it (GYRE's western boundary: its mean
+    stratification is not its neighbour's), while the neighbour's own column, the reference, is stable.
+    For each interface ``k`` of ``where`` (bottom up, level ``k + 1`` already final), the vertical steps
+    :math:`d = x_k - x_{k+1}` of ``T`` and ``S`` become
+
+    .. math:: d(\theta) = \theta\, d_x + (1 - \theta)\, d_{ref}, \qquad x_k = x_{k+1} + d(\theta),
+
+    with :math:`\theta = 1` (the step unchanged) where the interface is stable, and otherwise about the
+    largest :math:`\theta` that leaves potential density growing by ``margin`` from level ``k`` to ``k + 1``
+    (six bracketed regula-falsi steps on the equation of state, ending on the stable side), or
+    :math:`\theta = 0` (the reference's step) where that step is not stable by ``margin`` itself: a step
+    of the column's own that is unstable by a hair can still hold T and S differences that nearly
+    compensate in density, and mixing it (NEMO's convection, the fidelity measure) moves T a lot. Above a changed interface the column keeps its own steps, so it moves as one. Columns without
+    an unstable interface are returned bit for bit.
+
+    Parameters
+    ----------
+    x_T, x_S : torch.Tensor
+        ``(B, L, H, W)`` temperature and salinity in physical units (levels surface first).
+    ref_T, ref_S : torch.Tensor
+        ``(B, L, H, W)`` the reference columns whose steps the unstable interfaces move towards.
+    where : torch.Tensor
+        ``(L - 1, H, W)`` bool, the interfaces that may change (ocean on both sides).
+    eos : {"teos10-poly", "eos80-poly", "seos"}, default "teos10-poly"
+        Equation of state of the potential density.
+    margin : float, default 1e-4
+        Density step (kg m-3) a changed interface is given.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``T`` and ``S``, dtype of ``x_T``; computed in float64 (float32 on MPS).
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = torch.tensor([12.0, 10.0, 11.0]).reshape(1, 3, 1, 1)  # 10 over 11 degC: unstable
+    >>> ref = torch.tensor([12.0, 11.0, 10.0]).reshape(1, 3, 1, 1)
+    >>> s = torch.full((1, 3, 1, 1), 35.0)
+    >>> new_t, _ = stable_blend_torch(t, s, ref, s, torch.ones(2, 1, 1, dtype=torch.bool))
+    >>> [round(v, 2) for v in new_t.flatten().tolist()]
+    [13.0, 11.0, 11.0]
+    """
+    import torch
+
+    eos = _checked_eos(eos)
+    work = torch.float32 if x_T.device.type == "mps" else torch.float64
+    T, S = x_T.to(work).clone(), x_S.to(work).clone()
+    step_T, step_S = T[:, :-1] - T[:, 1:], S[:, :-1] - S[:, 1:]
+    ref_step_T = (ref_T[:, :-1] - ref_T[:, 1:]).to(work)
+    ref_step_S = (ref_S[:, :-1] - ref_S[:, 1:]).to(work)
+    where = torch.broadcast_to(where.to(x_T.device), step_T.shape[1:])
+    one = torch.ones((), dtype=work, device=x_T.device)
+    shifted = torch.zeros_like(T[:, 0], dtype=torch.bool)  # columns already rebuilt below level k
+    for k in range(T.shape[1] - 2, -1, -1):
+        below = potential_density(T[:, k + 1], S[:, k + 1], eos)
+
+        def stability(theta: torch.Tensor, k: int = k, below: torch.Tensor = below) -> torch.Tensor:
+            t = T[:, k + 1] + theta * step_T[:, k] + (1 - theta) * ref_step_T[:, k]
+            s = S[:, k + 1] + theta * step_S[:, k] + (1 - theta) * ref_step_S[:, k]
+            return below - potential_density(t, s, eos)
+
+        own, ref = stability(one), stability(0 * one)
+        change = where[k] & (own < 0)
+        theta = one.expand_as(own)
+        if bool(change.any()):
+            # regula falsi on the bracket [low, high] (stable by the goal at low, short of it at high); the
+            # bracket's stable end is taken, so the interface is stable by the goal whatever the EOS's curvature.
+            # Where the reference step is not stable by margin itself, it is taken whole (theta = 0).
+            goal = torch.full_like(ref, margin)
+            low, f_low = torch.zeros_like(own), torch.maximum(ref, goal)
+            high, f_high = torch.ones_like(own), own
+            for _ in range(6):
+                trial = (low + (high - low) * (f_low - goal) / (f_low - f_high)).clamp(0, 1)
+                f_trial = stability(trial)
+                good = f_trial >= 0.999 * goal  # a trial on the goal but for rounding counts as reached
+                low, f_low = torch.where(good, trial, low), torch.where(good, f_trial, f_low)
+                high, f_high = torch.where(good, high, trial), torch.where(good, f_high, f_trial)
+            theta = torch.where(change, low, one)
+        shifted = shifted | change
+        # where nothing changed at or below k the column keeps its values bit for bit
+        T[:, k] = torch.where(shifted, T[:, k + 1] + theta * step_T[:, k] + (1 - theta) * ref_step_T[:, k], T[:, k])
+        S[:, k] = torch.where(shifted, S[:, k + 1] + theta * step_S[:, k] + (1 - theta) * ref_step_S[:, k], S[:, k])
+    return T.to(x_T.dtype), S.to(x_T.dtype)
 
 
 # --- datasets ------------------------------------------------------------------------------------

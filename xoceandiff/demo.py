@@ -326,7 +326,7 @@ def run_gyre_demo(
     # The statically stable set is the one to start NEMO from.
     stable = sets["Constraint + convection"]
     kt = 0
-    if day is not None:  # GYRE's forcing follows the step counter: start at the day's step of the year
+    if "time" in stable.coords:  # GYRE's forcing follows the step counter: start at the date's step of the year
         from .conditions import yyyymmdd
         from .ensemble import step_of_year
 
@@ -339,7 +339,12 @@ def run_gyre_demo(
     print(f"\n{len(restarts)} NEMO 5.0 restarts for GYRE (rn_Dt = {GYRE_RDT:g} s) in {written['restarts']}, namelist "
           f"lines in {written['restarts'] / 'namelist_restart.txt'}; check_restart: "
           f"{'no problem' if not problems else '; '.join(problems)}")
-    if day is None:
+    if day is None and "time" in stable.coords:
+        print(f"each state is generated for the date of the training record whose level means it has, and each "
+              f"restart carries that date (ndastp); GYRE's analytic forcing follows the time-step counter, so the "
+              f"namelist starts the first one ({stable.time.values[0].strftime('%Y-%m-%d')}) at nn_it000 = {kt + 1}, "
+              "its day's step of the year (another restart: that of its own date, 6 steps a day).")
+    elif day is None:
         print("GYRE's analytic forcing follows the time-step counter: nn_it000 = 1 starts at the forcing's 1 January.")
     else:
         print(f"states for day {day:g} of the year ({stable.time.values[0].strftime('%Y-%m-%d')}): GYRE's analytic "

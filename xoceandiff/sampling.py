@@ -326,6 +326,7 @@ class SamplingPlan:
     level_means_source: str = "training"
     condition: Mapping[str, Any] | None = None  # per condition, one value per sample of the whole request
     guidance: float = 1.0
+    condition_from_records: bool = False  # the condition is each sample's own target record's (not asked for)
 
     @property
     def means(self) -> Mapping[str, tuple[float, ...]] | None:
@@ -351,6 +352,22 @@ def _level_means(stats: xr.Dataset, card: ModelCard) -> dict[str, tuple[float, .
     return out
 
 
+def _record_conditions(model: Denoiser, seed: int, n: int) -> dict[str, np.ndarray] | None:
+    """For ``level_means="records"`` without a condition: each sample's target record's own conditions.
+
+    A model trained on the date (day of the year, time in the run) is asked for the date of the record whose
+    level means the mean constraints drive the sample to, so that the network generates a state of that date
+    and the constraints' last shift stays small: on GYRE an unconditioned sample's level means are a season
+    away from its record's, and shifting each level of a mixed layer by a different amount makes it unstable.
+    None for an unconditional model, or one with a condition the card's records do not carry (a parameter).
+    """
+    table = model.card.record_means
+    if not model.conditions or table is None or any(spec.name not in table for spec in model.conditions):
+        return None
+    rows = record_choices(model.card, seed, range(n))
+    return {spec.name: np.asarray(table[spec.name], dtype=np.float64)[rows] for spec in model.conditions}
+
+
 def plan_sampling(
     ds: xr.Dataset,
     n: int,
@@ -372,7 +389,9 @@ def plan_sampling(
 
     ``condition`` (a conditional model's, :mod:`xoceandiff.conditions`): per condition a value for every
     sample or one per sample; the mean constraints then drive each sample to the level means of the training
-    records nearest its condition (their mean, or one of them with ``"records"``). ``guidance`` is the
+    records nearest its condition (their mean, or one of them with ``"records"``). With ``"records"`` and no
+    ``condition``, a model trained on the date is conditioned on each sample's own record's date
+    (:func:`_record_conditions`). ``guidance`` is the
     classifier-free guidance scale (1: the conditional model alone; above 1 sharpens the condition at the
     price of a second denoiser call per step).
 
@@ -404,6 +423,9 @@ def plan_sampling(
                 "level_means='records': the model's card keeps no per-record level means (a checkpoint written before "
                 "they were kept); retrain it, or pass level_means='training' or a statistics Dataset."
             )
+        dated = _record_conditions(model, options.seed, int(n)) if wanted is None else None
+        if dated is not None:
+            extras.update(condition=dated, condition_from_records=True)
         return SamplingPlan(model, chosen, options, None, "records", **extras)
     if not isinstance(level_means, xr.Dataset):
         raise InvalidDataError(
@@ -471,7 +493,7 @@ def nearest_records(card: ModelCard, plan: SamplingPlan, indices: Sequence[int])
     the distance in run time in years.
     """
     table = card.record_means
-    if plan.condition is None or table is None:
+    if plan.condition is None or table is None or plan.condition_from_records:
         return None
     names = [name for name in plan.condition if name in table]
     if not names:
