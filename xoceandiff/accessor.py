@@ -203,8 +203,9 @@ class OceanDiffAccessor:
         The default sampler is DDIM with 50 steps; ``sampler="ddpm"`` (1000 steps) is the paper's setting.
         ``level_means`` chooses what ``zero_mean`` drives the level means to: the training data's (default) or
         the statistics of chosen records (``ds.isel(t=slice(-72, None)).oceandiff.statistics(weighted=True)``
-        places the samples at the end of a run that still drifts). A conditional model samples for
-        ``condition`` (``{"day_of_year": 180}``; see :func:`xoceandiff.sampling.sample`).
+        places the samples at the end of a run that still drifts), or ``"records"``: one training record's per
+        sample, and for a model trained on the date, each sample generated for its record's date. A conditional
+        model samples for ``condition`` (``{"day_of_year": 180}``; see :func:`xoceandiff.sampling.sample`).
 
         Examples
         --------

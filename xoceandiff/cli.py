@@ -766,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=_non_negative_int, default=0, help="sample i uses the random stream (seed, i)")
     sample.add_argument("--level-means", default="training", choices=["training", "records"],
                         help="what zero_mean drives level means to: the training mean, or one training record's "
-                             "per sample (default: %(default)s)")
+                             "per sample (a model trained on the date then samples each for its record's date; "
+                             "default: %(default)s)")
     sample.add_argument("--condition", type=_condition, nargs="+", default=[], metavar="NAME=VALUE",
                         help="for a conditional model: day_of_year=180 (0: 1 January) and/or run_time=58.5 (years)")
     sample.add_argument("--guidance", type=_non_negative_float, default=1.0,
