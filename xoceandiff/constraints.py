@@ -494,6 +494,17 @@ def _eos_and_margin(eos: str, margin: float) -> tuple[str, float]:
     return eos, float(margin)
 
 
+def _write_back(x: torch.Tensor, ctx: ConstraintContext, temperature: torch.Tensor, salinity: torch.Tensor,
+                new_t: torch.Tensor, new_s: torch.Tensor) -> torch.Tensor:
+    """``x`` with the cells whose physical T or S changed set to the new values, normalised; the rest bit for bit."""
+    touched = (new_t != temperature) | (new_s != salinity)
+    out = x.clone()
+    for channels, field, values in ((ctx.toce_channels, "toce", new_t), (ctx.soce_channels, "soce", new_s)):
+        normalised = (values - ctx.field_offset[field]) / ctx.field_scale[field]
+        out[:, channels] = torch.where(touched, normalised.to(x.dtype), x[:, channels])
+    return out
+
+
 class ZeroMean(Constraint):
     r"""Hard zero-mean constraint: each channel's ocean mean is set to its training mean.
 
@@ -650,12 +661,7 @@ class BorderZeroGradient(Constraint):
             temperature, salinity, ctx.denormalise(neighbours, "toce"), ctx.denormalise(neighbours, "soce"),
             interfaces, resolve_eos(self.eos, ctx.salinity), margin=self.margin,
         )
-        touched = (new_t != temperature) | (new_s != salinity)  # the rest keeps the rule's values bit for bit
-        finished = out.clone()
-        for channels, field, values in ((ctx.toce_channels, "toce", new_t), (ctx.soce_channels, "soce", new_s)):
-            normalised = (values - ctx.field_offset[field]) / ctx.field_scale[field]
-            finished[:, channels] = torch.where(touched, normalised.to(x.dtype), out[:, channels])
-        return finished
+        return _write_back(out, ctx, temperature, salinity, new_t, new_s)
 
     def __repr__(self) -> str:
         return f"BorderZeroGradient(eos={self.eos!r}, margin={self.margin:g})"
@@ -961,12 +967,7 @@ class ConvectiveAdjustment(Constraint):
         new_t, new_s = adjust_columns_torch(
             temperature, salinity, ctx.ops.volume, self.eos_for(ctx), margin=self.margin
         )
-        touched = (new_t != temperature) | (new_s != salinity)
-        out = x.clone()
-        for channels, field, values in ((ctx.toce_channels, "toce", new_t), (ctx.soce_channels, "soce", new_s)):
-            normalised = (values - ctx.field_offset[field]) / ctx.field_scale[field]
-            out[:, channels] = torch.where(touched, normalised.to(x.dtype), x[:, channels])
-        return out
+        return _write_back(x, ctx, temperature, salinity, new_t, new_s)
 
     def __repr__(self) -> str:
         return f"ConvectiveAdjustment(eos={self.eos!r}, margin={self.margin:g})"
