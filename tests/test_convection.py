@@ -21,6 +21,7 @@ from xoceandiff.convection import (
     adjustment_distance,
     convective_adjustment,
     stable_blend_torch,
+    stable_level_shift_torch,
 )
 from xoceandiff.eos import potential_density
 from xoceandiff.errors import ConstraintError, InvalidDataError, MissingVariableError
@@ -388,3 +389,82 @@ def test_stable_blend_leaves_no_unstable_interface_where_the_reference_is_stable
     assert was_unstable.float().mean() > 0.3
     assert float((rho[:, 1:] - rho[:, :-1]).min()) > 0.5 * margin
     assert torch.equal(new_t[:, -1], t[:, -1]) and torch.equal(new_s[:, -1], s[:, -1])
+
+
+# --- the stable level shift (zero_mean's) -------------------------------------------------------------------
+
+
+def test_stable_level_shift_gives_a_weak_column_just_its_room_analytically():
+    """seos at one temperature is linear in S (rho = rho(T) + b0 S_a): the weak column's share is closed-form."""
+    from xoceandiff.eos import SEOS_CONSTANTS
+
+    b0, margin, shift = SEOS_CONSTANTS["b0"], 1e-4, 0.01
+    t = torch.full((1, 2, 1, 2), 10.0, dtype=torch.float64)
+    s = torch.tensor([[35.0, 35.0], [35.001, 35.5]], dtype=torch.float64).reshape(1, 2, 1, 2)
+    weight, mask = torch.full((2, 1, 2), 0.5, dtype=torch.float64), torch.ones(2, 1, 2, dtype=torch.bool)
+    shifts = torch.tensor([[shift, 0.0]], dtype=torch.float64)  # saltier top: denser over the cell below
+    new_t, new_s = stable_level_shift_torch(t, s, torch.zeros_like(shifts), shifts, weight, mask, "seos",
+                                            margin=margin)
+    w_weak = (b0 * 0.001 - margin) / (b0 * shift)  # the step b0 * 0.001 kept down to the margin
+    expected = [35.0 + w_weak * shift, 35.0 + (2 - w_weak) * shift, 35.001, 35.5]
+    np.testing.assert_allclose(new_s.flatten().numpy(), expected, rtol=0, atol=1e-12)
+    assert torch.equal(new_t, t)
+    rho = potential_density(new_t, new_s, "seos")
+    assert float(rho[0, 1, 0, 0] - rho[0, 0, 0, 0]) == pytest.approx(margin, abs=1e-12)
+
+
+def test_stable_level_shift_is_the_uniform_shift_where_every_column_has_room():
+    g = torch.Generator().manual_seed(7)
+    steps = 0.5 + torch.rand(2, 6, 4, 5, dtype=torch.float64, generator=g)  # 0.5 to 1.5 degC per level
+    t = 20 - torch.cumsum(steps, dim=1)
+    s = torch.full_like(t, 35.0)
+    weight = torch.rand(6, 4, 5, dtype=torch.float64, generator=g)
+    weight = weight / weight.sum((-2, -1), keepdim=True)
+    shift_t = 1e-3 * torch.randn(2, 6, dtype=torch.float64, generator=g)
+    shift_s = 1e-4 * torch.randn(2, 6, dtype=torch.float64, generator=g)
+    new_t, new_s = stable_level_shift_torch(t, s, shift_t, shift_s, weight, torch.ones(6, 4, 5, dtype=torch.bool),
+                                            "eos80-poly")
+    torch.testing.assert_close(new_t, t + shift_t[..., None, None], rtol=0, atol=1e-12)
+    torch.testing.assert_close(new_s, s + shift_s[..., None, None], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("eos", EOS)
+def test_stable_level_shift_keeps_level_means_and_stable_interfaces(eos):
+    """Random columns, some nearly mixed, with a sea floor at random depths: every level's weighted mean moves by
+    exactly its shift (numpy oracle), no interface stable by the margin ends less stable than it, and none weaker
+    loses stability (to the linearisation's second order), while the uniform shift breaks hundreds."""
+    rng = np.random.default_rng(11)
+    batch, levels, ny, nx, margin = 3, 10, 8, 9, 1e-3
+    steps = rng.exponential(0.3, (batch, levels, ny, nx)) * (rng.random((batch, 1, ny, nx)) < 0.6)  # 40 % mixed
+    temperature = 20 - np.cumsum(steps, axis=1) + 1e-4 * rng.standard_normal((batch, levels, ny, nx))
+    salinity = 35 + 0.01 * rng.standard_normal((batch, levels, ny, nx))
+    bottom = rng.integers(3, levels + 1, (ny, nx))
+    mask = np.arange(levels)[:, None, None] < bottom
+    area = rng.uniform(0.5, 2.0, (ny, nx))
+    weight = np.where(mask, area, 0.0)
+    weight = weight / weight.sum(axis=(-2, -1), keepdims=True)
+    shift_t = rng.normal(0, 0.05, (batch, levels))
+    shift_s = rng.normal(0, 0.01, (batch, levels))
+    as_tensor = torch.from_numpy
+    new_t, new_s = stable_level_shift_torch(as_tensor(temperature), as_tensor(salinity), as_tensor(shift_t),
+                                            as_tensor(shift_s), as_tensor(weight), as_tensor(mask), eos, margin=margin)
+    new_t, new_s = new_t.numpy(), new_s.numpy()
+    for new, old, shift in ((new_t, temperature, shift_t), (new_s, salinity, shift_s)):
+        moved = (weight * new).sum(axis=(-2, -1)) - (weight * old).sum(axis=(-2, -1))
+        np.testing.assert_allclose(moved, shift, rtol=0, atol=1e-10)
+        assert np.array_equal(new[:, ~mask], old[:, ~mask])
+
+    def step(t, s):
+        rho = potential_density(t, s, eos)
+        return np.where(mask[1:] & mask[:-1], rho[:, 1:] - rho[:, :-1], np.inf)
+
+    before, after = step(temperature, salinity), step(new_t, new_s)
+    uniform = step(temperature + shift_t[..., None, None], salinity + shift_s[..., None, None])
+    interfaces = np.isfinite(before)
+    assert ((before >= 0) & (uniform < 0)).sum() > 100  # what the uniform shift does to these columns
+    tolerance = 0.1 * margin  # the caps are linear in the EOS: its curvature moves a step by a few 1e-5
+    kept = before >= margin
+    assert (after[kept] >= margin - tolerance).mean() > 0.99  # the rest: levels short of room, taken to neutral
+    assert (after[interfaces & (before >= 0)] >= -tolerance).all()  # no stable interface turns unstable
+    unstable = interfaces & (before < 0)
+    assert (after[unstable] >= before[unstable] - tolerance).all()  # nor an unstable one more so

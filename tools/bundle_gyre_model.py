@@ -24,7 +24,7 @@ from xoceandiff.model import load_model
 from xoceandiff.pretrained import BUNDLED_CONFIGS
 
 RECIPE = ("--steps 3000 --preset medium --levels all --background --prediction-type sample --vertical-differences "
-          "--stability-weight 100 --lr 1e-3 --ema-decay 0.999 --seed 0 --conditions day_of_year run_time --no-progress")
+          "--stability-weight 1000 --lr 1e-3 --ema-decay 0.999 --seed 0 --conditions day_of_year run_time --no-progress")
 
 
 def main() -> None:

@@ -195,6 +195,7 @@ class OceanDiffAccessor:
         level_means: xr.Dataset | str | None = None,
         condition: Mapping[str, Any] | None = None,
         guidance: float = 1.0,
+        free_below: int = 0,
     ) -> xr.Dataset:
         """Generate ``n`` ocean states on this dataset's grid: in memory, or lazily with ``chunks``.
 
@@ -206,6 +207,8 @@ class OceanDiffAccessor:
         places the samples at the end of a run that still drifts), or ``"records"``: one training record's per
         sample, and for a model trained on the date, each sample generated for its record's date. A conditional
         model samples for ``condition`` (``{"day_of_year": 180}``; see :func:`xoceandiff.sampling.sample`).
+        ``free_below=300`` lets the network finish the last, low-noise steps alone before the ``at_end``
+        constraints apply once (:class:`xoceandiff.sampling.SamplingOptions`): the GYRE demo's setting.
 
         Examples
         --------
@@ -220,12 +223,12 @@ class OceanDiffAccessor:
 
             return sample_lazy(self._ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps,
                                seed=seed, batch_size=batch_size, device=device, dtype=dtype, level_means=level_means,
-                               condition=condition, guidance=guidance)
+                               condition=condition, guidance=guidance, free_below=free_below)
         from .sampling import sample
 
         return sample(self._ds, n, constraints, model=model, sampler=sampler, steps=steps, seed=seed,
                       batch_size=batch_size, device=device, dtype=dtype, progress=progress, level_means=level_means,
-                      condition=condition, guidance=guidance)
+                      condition=condition, guidance=guidance, free_below=free_below)
 
     # -- diagnostics --------------------------------------------------------------------------------
 

@@ -480,7 +480,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 ds, args.n, args.constraints, out=args.out, model=model, chunks=args.chunks, overwrite=args.overwrite,
                 client=client, sampler=args.sampler, steps=args.steps, seed=args.seed, device=args.device,
                 resources={"GPU": 1} if args.gpu_resources else None, level_means=args.level_means,
-                condition=dict(args.condition) or None, guidance=args.guidance,
+                condition=dict(args.condition) or None, guidance=args.guidance, free_below=args.free_below,
             )
     finally:
         if client is not None:
@@ -772,6 +772,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="for a conditional model: day_of_year=180 (0: 1 January) and/or run_time=58.5 (years)")
     sample.add_argument("--guidance", type=_non_negative_float, default=1.0,
                         help="classifier-free guidance scale (default: %(default)s, none)")
+    sample.add_argument("--free-below", type=_non_negative_int, default=0, metavar="TIMESTEP",
+                        help="the constraints rest below this diffusers timestep (0-1000) and apply once after the "
+                             "last step: 300 lets the network finish the last 30 %% of the noise alone (the GYRE "
+                             "demo's setting; default: %(default)s, after every step)")
     sample.add_argument("--data", nargs="+", default=None, help="NEMO files giving the grid (default: the DINO-like grid)")
     sample.add_argument("--mesh-mask", default=None,
                         help="mesh_mask.nc or domain_cfg.nc of --data, or alone: the grid to sample on "

@@ -31,6 +31,7 @@ This module knows numpy and xarray; torch only inside :func:`adjust_columns_torc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ __all__ = [
     "adjust_columns",
     "adjust_columns_torch",
     "stable_blend_torch",
+    "stable_level_shift_torch",
     "convective_adjustment",
     "adjustment_distance",
 ]
@@ -455,6 +457,132 @@ def stable_blend_torch(
         T[:, k] = torch.where(shifted, T[:, k + 1] + theta * step_T[:, k] + (1 - theta) * ref_step_T[:, k], T[:, k])
         S[:, k] = torch.where(shifted, S[:, k + 1] + theta * step_S[:, k] + (1 - theta) * ref_step_S[:, k], S[:, k])
     return T.to(x_T.dtype), S.to(x_T.dtype)
+
+
+def stable_level_shift_torch(
+    x_T: torch.Tensor,
+    x_S: torch.Tensor,
+    shift_T: torch.Tensor,
+    shift_S: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    eos: str = "teos10-poly",
+    *,
+    margin: float = 1e-2,
+    max_factor: float = 100.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Each level's weighted mean of ``T`` and ``S`` moved by a given amount, without making stable interfaces unstable.
+
+    Used by ``zero_mean``: moving every cell of a level by the level's shift (the paper's constraint) changes
+    the vertical step between two levels by the difference of their shifts in every column alike, and in a
+    mixed layer, where the step is nearly neutral, that makes the interface unstable (on GYRE, 6 times the
+    free samples' convective-adjustment distance in the top 200 m). Here the shifts are built from the bottom
+    up as changes of the vertical steps: at level :math:`k`, with :math:`c_{k+1}` the change already given to
+    the cell below, each column's change is
+
+    .. math:: c_k = c_{k+1} + w\, a_k, \qquad a_k = \delta_k - \langle c_{k+1} \rangle_k,
+
+    with :math:`\delta_k` the wanted shift of the level mean :math:`\langle\cdot\rangle_k` (``weight[k]``) and
+    :math:`w \ge 0` a weight of mean 1 over the level, so that every level's mean moves by exactly
+    :math:`\delta_k`. Where :math:`(T, S) + w\,(a^T, a^S)` makes level :math:`k` denser relative to the cell
+    below (linearised with the EOS's gradient, :math:`g = \rho_T a^T + \rho_S a^S > 0`), ``w`` is at
+    most the column's room, :math:`(\Delta\rho - \text{margin})^+ / g`: an interface stable by ``margin`` stays
+    stable, a weaker one does not lose stability. Within these caps ``w`` is the closest to uniform
+    (:math:`w = \min(\text{cap}, \lambda)`, :math:`\lambda \ge 1` exactly, over the sorted caps), and at most ``max_factor``.
+    Where the level's room above ``margin`` is too small for its shift, the caps are taken down to neutral
+    (margin 0), and where even that is too small, the rest is spread uniformly. Where every column has
+    room, this is the uniform shift.
+
+    Parameters
+    ----------
+    x_T, x_S : torch.Tensor
+        ``(B, L, H, W)`` temperature and salinity in physical units (levels surface first).
+    shift_T, shift_S : torch.Tensor
+        ``(B, L)`` the wanted change of each level's weighted mean.
+    weight : torch.Tensor
+        ``(L, H, W)`` each level's averaging weights: >= 0, summing to 1 over its ocean cells.
+    mask : torch.Tensor
+        ``(L, H, W)`` bool, the ocean cells; the others are returned unchanged.
+    eos : {"teos10-poly", "eos80-poly", "seos"}, default "teos10-poly"
+        Equation of state of the potential density.
+    margin : float, default 1e-2
+        Density step (kg m-3) below which an interface takes no destabilising change.
+    max_factor : float, default 100
+        The largest multiple of the level's shift one column takes while others have room.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``T`` and ``S``, dtype of ``x_T``; computed in float64 (float32 on MPS).
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = torch.tensor([[10.0, 10.0], [9.9, 8.0]]).reshape(1, 2, 1, 2)  # column 0 weakly, 1 well stratified
+    >>> s = torch.full_like(t, 35.0)
+    >>> weight, mask = torch.full((2, 1, 2), 0.5), torch.ones(2, 1, 2, dtype=torch.bool)
+    >>> new_t, _ = stable_level_shift_torch(t, s, torch.tensor([[-0.4, 0.0]]), torch.zeros(1, 2), weight, mask)
+    >>> [round(v, 3) for v in new_t.flatten().tolist()]  # the top level cools by 0.4 on average, mostly in column 1
+    [9.959, 9.241, 9.9, 8.0]
+    """
+    import torch
+
+    eos = _checked_eos(eos)
+    work = torch.float32 if x_T.device.type == "mps" else torch.float64
+    T, S = x_T.to(work), x_S.to(work)
+    shift_T, shift_S, weight = shift_T.to(work), shift_S.to(work), weight.to(work)
+    mask = mask.to(x_T.device)
+    new_T, new_S = T.clone(), S.clone()
+    carried_T = torch.zeros_like(T[:, 0])  # the change of the cell below, carried up the column
+    carried_S = torch.zeros_like(carried_T)
+    infinite = torch.full_like(carried_T, math.inf)
+    levels = T.shape[1]
+    for k in range(levels - 1, -1, -1):
+        level_weight = weight[k]
+        a_T = shift_T[:, k] - (carried_T * level_weight).sum((-2, -1))
+        a_S = shift_S[:, k] - (carried_S * level_weight).sum((-2, -1))
+        w = torch.ones_like(carried_T)
+        if k < levels - 1:
+            below = potential_density(new_T[:, k + 1], new_S[:, k + 1], eos)
+            rho, rho_T, rho_S = potential_density_and_gradient(T[:, k] + carried_T, S[:, k] + carried_S, eos)
+            densening = rho_T * a_T[:, None, None] + rho_S * a_S[:, None, None]
+            limited = mask[k] & mask[k + 1] & (densening > 0)
+            step = below - rho
+
+            def caps(keep: float, step: torch.Tensor = step, densening: torch.Tensor = densening,
+                     limited: torch.Tensor = limited) -> torch.Tensor:
+                room = (step - keep).clamp(min=0)
+                return torch.where(limited, room / densening.clamp(min=1e-300), infinite).clamp(max=max_factor)
+
+            cap = caps(margin)
+            total = (cap * level_weight).sum((-2, -1))
+            if margin > 0 and bool((total < 1).any()):
+                # too little room above the margin: let the interfaces go down to neutral before any turns unstable
+                neutral = caps(0.0)
+                short = (total < 1)[:, None, None]
+                cap = torch.where(short, neutral, cap)
+                total = (cap * level_weight).sum((-2, -1))
+            if bool((total < 1 - 1e-12).any() | (cap < 1).any()):
+                # lambda >= 1 with mean(min(cap, lambda)) = 1, exactly: over the caps sorted, the mean at
+                # lambda = cap_j is sum_{i <= j} a_i cap_i + cap_j sum_{i > j} a_i, growing with j
+                flat_cap = cap.flatten(-2)
+                order = torch.argsort(flat_cap, dim=-1)
+                sorted_cap = flat_cap.gather(-1, order)
+                sorted_weight = level_weight.flatten().expand_as(flat_cap).gather(-1, order)
+                below_ac = torch.cumsum(sorted_weight * sorted_cap, -1) - sorted_weight * sorted_cap
+                below_a = torch.cumsum(sorted_weight, -1) - sorted_weight
+                whole = sorted_weight.sum(-1, keepdim=True)
+                reached = below_ac + sorted_cap * (whole - below_a) >= 1
+                first = torch.where(reached.any(-1), reached.float().argmax(-1), flat_cap.shape[-1] - 1)[:, None]
+                lam = (1 - below_ac.gather(-1, first)) / (whole - below_a.gather(-1, first)).clamp(min=1e-300)
+                w = torch.minimum(cap, lam[..., None])
+                # where the room is too small for the shift, the rest goes to every cell alike
+                w = torch.where((total < 1)[:, None, None], cap + (1 - total)[:, None, None], w)
+        carried_T = torch.where(mask[k], carried_T + w * a_T[:, None, None], 0.0)
+        carried_S = torch.where(mask[k], carried_S + w * a_S[:, None, None], 0.0)
+        new_T[:, k] = T[:, k] + carried_T
+        new_S[:, k] = S[:, k] + carried_S
+    return new_T.to(x_T.dtype), new_S.to(x_T.dtype)
 
 
 # --- datasets ------------------------------------------------------------------------------------

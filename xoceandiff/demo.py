@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .report import Report
 
 __all__ = ["run_demo", "run_gyre_demo", "quality_checks", "DEMO_CONSTRAINTS", "DEMO_SAMPLER", "DEMO_STEPS",
+           "GYRE_FREE_BELOW",
            "DEMO_MIN_SAMPLES", "DEMO_CONFIGS", "GYRE_RDT"]
 
 DEMO_CONSTRAINTS = ("zero_mean", "border_zero_gradient")
@@ -45,6 +46,9 @@ DEMO_OUTPUTS = ("samples_unconstrained.nc", "samples_constrained.nc", "samples_s
                 "figures")
 DEMO_SAMPLER = "ddim"
 DEMO_STEPS = 50
+GYRE_FREE_BELOW = 300
+"""The GYRE demo's constraints rest below this timestep (DDIM-50: the last 15 steps), then apply once: the
+network rebuilds the mixed layers' vertical structure alone (``free_below``, :class:`xoceandiff.sampling.SamplingOptions`)."""
 DATA_SNAPSHOTS = 200  # the bundled model's training set (see its config.json)
 PROFILE_RMS_LIMIT = 0.3  # degC: set-mean temperature profile against the data's
 BOX_STD_LIMIT = 2.0  # box means within this many of the data's standard deviations
@@ -315,11 +319,12 @@ def run_gyre_demo(
     settings = (("Constraint", "constrained", DEMO_CONSTRAINTS),
                 ("Constraint + convection", "convective", DEMO_CONSTRAINTS + ("convective_adjustment",)))
     for label, name, constraints in settings:
-        print(f"\nsampling {n} states, {sampler} {steps} steps, constraints: {', '.join(constraints)}; "
-              "level means of one training record per sample"
+        print(f"\nsampling {n} states, {sampler} {steps} steps, constraints: {', '.join(constraints)} (resting "
+              f"below timestep {GYRE_FREE_BELOW}, then once); level means of one training record per sample"
               + ("" if day is None else f" among those nearest day {day:g} of the year"))
         samples = grid.oceandiff.sample(n, list(constraints), model=model, sampler=sampler, steps=steps, seed=seed,
-                                        progress=progress, level_means="records", condition=condition)
+                                        progress=progress, level_means="records", condition=condition,
+                                        free_below=GYRE_FREE_BELOW)
         sets[label] = samples
         written[f"samples_{name}"] = samples.oceandiff.to_netcdf(out / f"samples_{name}.nc", overwrite=overwrite)
 

@@ -158,7 +158,7 @@ def _wire_options(options: SamplingOptions) -> dict[str, Any]:
     """The options as plain values for the task graph (torch device and dtype as strings)."""
     return {
         "sampler": options.sampler, "steps": int(options.steps), "seed": int(options.seed),
-        "batch_size": options.batch_size, "progress": False,
+        "batch_size": options.batch_size, "progress": False, "free_below": int(options.free_below),
         "device": None if options.device is None else str(options.device),
         "dtype": str(options.dtype).replace("torch.", ""),
     }
@@ -180,6 +180,7 @@ def sample_lazy(
     level_means: xr.Dataset | str | None = None,
     condition: Mapping[str, Any] | None = None,
     guidance: float = 1.0,
+    free_below: int = 0,
 ) -> xr.Dataset:
     """Like :func:`xoceandiff.sampling.sample`, but lazy: one dask task per chunk of ``chunks`` samples.
 
@@ -207,17 +208,17 @@ def sample_lazy(
     """
     return _sample_lazy(ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps, seed=seed,
                         batch_size=batch_size, device=device, dtype=dtype, level_means=level_means,
-                        condition=condition, guidance=guidance)[0]
+                        condition=condition, guidance=guidance, free_below=free_below)[0]
 
 
 def _sample_lazy(ds: xr.Dataset, n: int, constraints: Any, *, model, chunks: int, sampler: str, steps: int | None,
                  seed: int, batch_size: int | None, device, dtype, level_means: xr.Dataset | str | None = None,
-                 condition: Mapping[str, Any] | None = None, guidance: float = 1.0
+                 condition: Mapping[str, Any] | None = None, guidance: float = 1.0, free_below: int = 0
                  ) -> tuple[xr.Dataset, SamplingPlan]:
     """:func:`sample_lazy` and the validated plan behind it."""
     options = SamplingOptions(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
                               device=None if device is None else torch.device(device),
-                              dtype=dtype or torch.float32, progress=False)
+                              dtype=dtype or torch.float32, progress=False, free_below=free_below)
     plan = plan_sampling(ds, n, constraints, model=model, options=options, level_means=level_means,
                          condition=condition, guidance=guidance)
     if isinstance(chunks, bool) or int(chunks) != chunks or not 0 < chunks <= n:
@@ -397,7 +398,7 @@ def run_settings(plan: SamplingPlan, n: int, chunks: int) -> dict[str, Any]:
     ...                      options=SamplingOptions(seed=3))
     >>> settings = run_settings(plan, 4, 2)
     >>> settings["seed"], settings["constraints"], settings["dtype"], settings["n"], settings["chunks"]
-    (3, ['ZeroMean()'], 'float32', 4, 2)
+    (3, ["ZeroMean(stable=True, eos='auto', margin=0.01, max_factor=100)"], 'float32', 4, 2)
     """
     from .version import __version__
 
@@ -406,6 +407,7 @@ def run_settings(plan: SamplingPlan, n: int, chunks: int) -> dict[str, Any]:
         "checkpoint_sha256": str(plan.model.checkpoint_hash or "unsaved"),
         "sampler": str(options.sampler),
         "steps": int(options.steps),
+        "free_below": int(options.free_below),
         "seed": int(options.seed),
         "constraints": [_ADDRESS_RE.sub("", repr(c)) for c in plan.constraints],
         "dtype": str(options.dtype).replace("torch.", ""),
@@ -814,6 +816,7 @@ def generate_to_netcdf(
     level_means: xr.Dataset | str | None = None,
     condition: Mapping[str, Any] | None = None,
     guidance: float = 1.0,
+    free_below: int = 0,
 ) -> Path:
     """Generate ``n`` samples chunk by chunk into ``out``; resumable after a kill.
 
@@ -881,7 +884,7 @@ def generate_to_netcdf(
         raise OutputExistsError(f"{str(out)!r} exists; pass overwrite=True (--overwrite) to replace it.")
     lazy, plan = _sample_lazy(ds, n, constraints, model=model, chunks=chunks, sampler=sampler, steps=steps,
                               seed=seed, batch_size=batch_size, device=device, dtype=dtype, level_means=level_means,
-                              condition=condition, guidance=guidance)
+                              condition=condition, guidance=guidance, free_below=free_below)
     n, chunks = int(n), int(chunks)
     paths = part_paths(out, n, chunks)
     folder = paths[0].parent
