@@ -60,7 +60,9 @@ def _fields(x: torch.Tensor, ctx: ConstraintContext) -> xr.DataArray:
 def test_zero_mean_sets_the_area_weighted_ocean_means(dino, model):
     layout, norm, ctx, data = model
     x = _noisy(data, ctx)
-    y = ZeroMean()(x, 999, ctx)
+    y = ZeroMean(stable=True)(x, 999, ctx)
+    torch.testing.assert_close(ZeroMean()(x, 0, ctx), y, rtol=0, atol=0)  # "end": the same at timestep 0
+    torch.testing.assert_close(ZeroMean()(x, 999, ctx), ZeroMean(stable=False)(x, 999, ctx), rtol=0, atol=0)
     grid = build_grid(dino)
     mask = xr.DataArray(ctx.ops.unpad(ctx.ops.mask).numpy(), dims=("c", "y_c", "x_c"))
     da = _fields(y, ctx).assign_coords(e1t=dino.e1t, e2t=dino.e2t)
@@ -73,7 +75,7 @@ def test_zero_mean_sets_the_area_weighted_ocean_means(dino, model):
     # float32 context: the means to 1e-5; the values to 2e-3 (the stable shift's caps follow density steps,
     # which the float32 inputs round: a few cells of 0.01 % move), or to 1e-5 with the uniform shift
     ctx32 = ConstraintContext.from_model(dino, layout, norm)
-    y32 = ZeroMean()(x.float(), 999, ctx32)
+    y32 = ZeroMean(stable=True)(x.float(), 999, ctx32)
     assert float(ctx32.ops.average_xy(y32).abs().max()) <= 1e-5
     torch.testing.assert_close(y32.double(), y, atol=2e-3, rtol=0)
     assert float(((y32.double() - y).abs() > 1e-5).double().mean()) < 1e-3
@@ -144,6 +146,8 @@ def test_zero_mean_keeps_mixed_columns_mixed_where_the_uniform_shift_breaks_them
     assert float(cooled[:, mixed].abs().max()) < 1e-12  # the cooling comes from the columns that were warmed
     with pytest.raises(ConstraintError, match="max_factor"):
         ZeroMean(max_factor=0.5)
+    with pytest.raises(ConstraintError, match="stable"):
+        ZeroMean(stable="always")
 
 
 def test_gradient_zero_mean_shrinks_by_one_minus_kappa(model):
@@ -393,7 +397,7 @@ def test_float32_matches_float64(dino, model):
     x = _inverted(data, ctx)
     for constraint, atol in (
         (ZeroMean(stable=False), 1e-5),
-        (ZeroMean(), 2e-3),  # its caps follow density steps, which float32 inputs round
+        (ZeroMean(stable=True), 2e-3),  # its caps follow density steps, which float32 inputs round
         (GradientZeroMean(), 1e-5),
         (GradientZeroMean(reference=True), 1e-5),
         (BorderZero(), 0),

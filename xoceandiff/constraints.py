@@ -526,16 +526,20 @@ class ZeroMean(Constraint):
     (the paper's). That changes the vertical step between two levels by the difference of their shifts in
     every column alike, and where a column is mixed (nearly neutral) the interface turns unstable: on GYRE,
     free samples' convective-adjustment distance in the top 200 m (0.0026 °C) went to 0.0175 °C with it.
-    With ``stable=True`` (the default, when the layout has ``toce`` and ``soce`` on two levels or more)
-    the same level means are reached by :func:`xoceandiff.convection.stable_level_shift_torch`: the shifts
-    are built from the bottom up as changes of the vertical steps, uniform where the columns have room,
-    and kept out of the interfaces they would make unstable (stable by less than ``margin``), in
-    physical units. On GYRE that brings the distance to 0.0034 °C with the same spread.
+    Otherwise (when the layout has ``toce`` and ``soce`` on two levels or more) the same level means are
+    reached by :func:`xoceandiff.convection.stable_level_shift_torch`: the shifts are built from the bottom
+    up as changes of the vertical steps, uniform where the columns have room, and kept out of the
+    interfaces they would make unstable (stable by less than ``margin``), in physical units. With
+    ``stable="end"`` (the default) this is done where the correction reaches the sample: at timestep 0 (the
+    last step, and the final pass after the loop); the earlier steps, which the network reworks, take the
+    uniform shift, which costs nothing beside the denoiser (the stable shift costs about half a denoiser
+    call on GYRE). ``stable=True`` does it after every step.
 
     Parameters
     ----------
-    stable : bool, default True
-        Keep the shifts of ``toce`` and ``soce`` out of the interfaces they would make unstable.
+    stable : {"end", True, False}, default "end"
+        Keep the shifts of ``toce`` and ``soce`` out of the interfaces they would make unstable: at
+        timestep 0 only, after every step, or never (the paper's uniform shift).
     eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
         Equation of state of the stability check; ``"auto"`` follows :attr:`ConstraintContext.salinity`.
     margin : float, default 1e-3
@@ -561,9 +565,11 @@ class ZeroMean(Constraint):
     name = "zero_mean"
     at_end = True
 
-    def __init__(self, *, stable: bool = True, eos: str = AUTO_EOS, margin: float = 1e-2,
+    def __init__(self, *, stable: bool | str = "end", eos: str = AUTO_EOS, margin: float = 1e-2,
                  max_factor: float = 100.0) -> None:
-        self.stable = bool(stable)
+        if stable not in (True, False, "end"):
+            raise ConstraintError(f"stable: expected True, False or 'end', found {stable!r}.")
+        self.stable = stable
         self.eos, self.margin = _eos_and_margin(eos, margin)
         if not max_factor >= 1:
             raise ConstraintError(f"max_factor: expected a multiple of the level's shift >= 1, found {max_factor!r}.")
@@ -572,7 +578,8 @@ class ZeroMean(Constraint):
     def __call__(self, x: torch.Tensor, t: Timestep, ctx: ConstraintContext) -> torch.Tensor:
         excess = ctx.ops.average_xy(x) - _target(ctx, self.name)
         out = _shift_ocean(x, excess, ctx)
-        if not self.stable or ctx.toce_channels is None or ctx.soce_channels is None or len(ctx.depths) < 2:
+        if (not self.stable or (self.stable == "end" and int(t) != 0) or ctx.toce_channels is None
+                or ctx.soce_channels is None or len(ctx.depths) < 2):
             return out
         from .convection import stable_level_shift_torch
 
@@ -595,7 +602,7 @@ class ZeroMean(Constraint):
         return out
 
     def __repr__(self) -> str:
-        return (f"ZeroMean(stable={self.stable}, eos={self.eos!r}, margin={self.margin:g}, "
+        return (f"ZeroMean(stable={self.stable!r}, eos={self.eos!r}, margin={self.margin:g}, "
                 f"max_factor={self.max_factor:g})")
 
 
