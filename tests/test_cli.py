@@ -112,15 +112,15 @@ def test_errors_exit_cleanly(tmp_path, capsys):
 
 
 def test_demo_end_to_end(tmp_path):
-    """The README's first command, on tiny settings, in a subprocess as a user would run it."""
+    """The README's first command, on tiny settings, in a subprocess as a user would run it (no --out: the
+    default folder in the working directory)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "xoceandiff.cli", "demo", "--out", str(tmp_path / "demo"), "--n", "2", "--steps", "5",
-         "--no-progress"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "xoceandiff.cli", "demo", "--n", "2", "--steps", "5", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    out = tmp_path / "demo"
+    out = tmp_path / "xoceandiff-demo"
     assert (out / "samples_constrained.nc").exists() and (out / "samples_unconstrained.nc").exists()
     assert len(list((out / "restarts").glob("restart_*.nc"))) == 2
     assert len(list((out / "figures").glob("*.png"))) == 5
@@ -128,6 +128,17 @@ def test_demo_end_to_end(tmp_path):
     with netCDF4.Dataset(out / "samples_constrained.nc") as nc:
         toce = nc["toce"][:]
         assert np.isfinite(toce.compressed()).all()
+
+
+def test_demo_refuses_to_replace_its_default_folder(tmp_path, monkeypatch, capsys):
+    """Without --out the demo checks its default folder of the config, before loading anything."""
+    monkeypatch.chdir(tmp_path)
+    for config, folder in (("dino", "xoceandiff-demo"), ("gyre", "xoceandiff-demo-gyre")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "samples_unconstrained.nc").write_bytes(b"")
+        assert main(["demo", "--config", config]) == 2
+        err = capsys.readouterr().err
+        assert f"'{folder}/samples_unconstrained.nc' exists" in err and "--overwrite" in err
 
 
 @pytest.fixture(scope="module")

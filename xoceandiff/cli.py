@@ -276,7 +276,7 @@ def _check_args(args: argparse.Namespace) -> None:
             _check_inputs("--" + option.replace("_", "-"), getattr(args, option))
         _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="namelist_restart.txt")
     elif command == "demo":
-        _check_output("--out", args.out, folder=True, overwrite=args.overwrite, marker="samples_unconstrained.nc")
+        _check_output("--out", _demo_out(args), folder=True, overwrite=args.overwrite, marker="samples_unconstrained.nc")
     elif command == "evaluate":
         _check_inputs("runs", args.runs, folder=True)
         _check_inputs("--reference", args.reference, folder=True)
@@ -667,10 +667,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_out(args: argparse.Namespace) -> str:
+    """The demo's output folder: ``--out``, or the default of its ``--config``."""
+    return args.out or ("xoceandiff-demo" if args.config == "dino" else "xoceandiff-demo-gyre")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    out = args.out or ("xoceandiff-demo" if args.config == "dino" else "xoceandiff-demo-gyre")
+    out = _demo_out(args)
     if args.reference is not None and args.config != "gyre":
         raise InvalidDataError("--reference: only for --config gyre (the DINO-like demo builds its own data).")
     if args.day is not None and args.config != "gyre":
