@@ -222,7 +222,9 @@ class Report:
             "distance, how far convective adjustment moves a state. Out of range: share of ocean cells outside "
             f"{self.reference_name}'s per-level range widened by its record-to-record std. Novelty: median "
             f"RMS T distance of a sample to its nearest {self.reference_name} record over that of "
-            f"{self.reference_name} records to each other (0: copies). Density errors and convective "
+            f"{self.reference_name} records to each other (0: copies). Unbalanced ssh: RMS bottom-pressure "
+            "anomaly left by ssh and the density below, which drives the geostrophic flow at the bottom. "
+            "Density errors and convective "
             "distances are the sample set's own values."
         )
 
