@@ -5,7 +5,8 @@ For days 0, 90, 180 and 270: 20 samples (DDIM 50, seed 0) for that day, measured
 of the samples' mean SST anomaly with the data's, and the top-200 m volume-mean T against the data's spread for
 that day. Each day is sampled free (no constraint: the network's own skill), with ``zero_mean`` (whose targets
 are then the level means of the records nearest the day) and with the demo's ``zero_mean`` +
-``border_zero_gradient``.
+``border_zero_gradient``, the constraints resting below timestep 300 and applied once at the end (the demo's
+``free_below``).
 Then the spin-up phase: samples asked for times spread over the last training year, against the last year's
 and the whole period's level means, free and with ``zero_mean`` (targets: the records nearest each time), for
 two seeds.
@@ -27,7 +28,7 @@ from _common import header, table
 
 import xoceandiff
 from xoceandiff.conditions import record_conditions
-from xoceandiff.demo import DEMO_CONSTRAINTS
+from xoceandiff.demo import DEMO_CONSTRAINTS, GYRE_FREE_BELOW
 from xoceandiff.fidelity import conditional_skill
 from xoceandiff.model import load_model
 from xoceandiff.pretrained import bundled_model
@@ -55,7 +56,7 @@ def main() -> None:
         for label, constraints in (("free", []), ("zero_mean", ["zero_mean"]),
                                    ("zero_mean + border_zero_gradient", list(DEMO_CONSTRAINTS))):
             samples = grid.oceandiff.sample(N, constraints, model=model, seed=0, progress=False,
-                                            condition={"day_of_year": day})
+                                            condition={"day_of_year": day}, free_below=GYRE_FREE_BELOW)
             skill = conditional_skill(samples, data, day, window=15.0)
             inside = abs(float(skill.upper_t_samples) - float(skill.upper_t_data)) <= float(skill.upper_t_data_std)
             rows.append((day, label, f"{float(skill.sst_anomaly_correlation):.3f}",
@@ -63,7 +64,7 @@ def main() -> None:
                          f"{float(skill.upper_t_data):.3f} ± {float(skill.upper_t_data_std):.3f}",
                          "yes" if inside else "no", f"{float(skill.level_mean_error_toce):.4f}",
                          skill.attrs["data_records"]))
-    print(f"\n{N} samples per day, DDIM 50, seed 0; data: records within 15 days of the day\n")
+    print(f"\n{N} samples per day, DDIM 50, seed 0, free_below {GYRE_FREE_BELOW}; data: records within 15 days of the day\n")
     table(rows, ("day", "constraints", "SST anomaly corr", "top-200 m T samples", "data (mean ± std)",
                  "within spread", "level-mean RMS error T", "data records"))
 
@@ -83,7 +84,7 @@ def main() -> None:
     for seed in (0, 1):
         for label, constraints in (("free", []), ("zero_mean", ["zero_mean"])):
             phase = grid.oceandiff.sample(N, constraints, model=model, seed=seed, progress=False,
-                                          condition={"run_time": wanted})
+                                          condition={"run_time": wanted}, free_below=GYRE_FREE_BELOW)
             means = _level_means(phase, "sample")
             rows.append((label, seed, f"{rms(means, last):.5f}", f"{rms(means, period):.5f}"))
     print(f"\nrun_time spread over the last training year ({last_year:g} to {last_year + 1:g}), {N} samples: "

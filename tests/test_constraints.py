@@ -72,13 +72,14 @@ def test_zero_mean_sets_the_area_weighted_ocean_means(dino, model):
     # land and padding untouched
     off = ~ctx.ops.mask
     assert torch.equal(y[:, off], x[:, off])
-    # float32 context: the means to 1e-5; the values to 2e-3 (the stable shift's caps follow density steps,
-    # which the float32 inputs round: a few cells of 0.01 % move), or to 1e-5 with the uniform shift
+    # float32 context: the means to 1e-5; the values to 5e-4 (the stable shift's caps follow density steps,
+    # which the float32 inputs round: 0.12 % of the cells move by more than 1e-5, at most 1.3e-4), or to 1e-5
+    # with the uniform shift
     ctx32 = ConstraintContext.from_model(dino, layout, norm)
     y32 = ZeroMean(stable=True)(x.float(), 999, ctx32)
     assert float(ctx32.ops.average_xy(y32).abs().max()) <= 1e-5
-    torch.testing.assert_close(y32.double(), y, atol=2e-3, rtol=0)
-    assert float(((y32.double() - y).abs() > 1e-5).double().mean()) < 1e-3
+    torch.testing.assert_close(y32.double(), y, atol=5e-4, rtol=0)
+    assert float(((y32.double() - y).abs() > 1e-5).double().mean()) < 2e-3
     uniform32 = ZeroMean(stable=False)(x.float(), 999, ctx32)
     torch.testing.assert_close(uniform32.double(), ZeroMean(stable=False)(x, 999, ctx), atol=1e-5, rtol=0)
 

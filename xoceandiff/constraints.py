@@ -542,9 +542,9 @@ class ZeroMean(Constraint):
         timestep 0 only, after every step, or never (the paper's uniform shift).
     eos : {"auto", "teos10-poly", "eos80-poly", "seos"}, default "auto"
         Equation of state of the stability check; ``"auto"`` follows :attr:`ConstraintContext.salinity`.
-    margin : float, default 1e-3
+    margin : float, default 3e-3
         Density step (kg m-3) an interface keeps when a shift would make it less stable.
-    max_factor : float, default 10
+    max_factor : float, default 100
         The largest multiple of its level's shift a column takes while others have room.
 
     Examples
@@ -565,7 +565,7 @@ class ZeroMean(Constraint):
     name = "zero_mean"
     at_end = True
 
-    def __init__(self, *, stable: bool | str = "end", eos: str = AUTO_EOS, margin: float = 1e-2,
+    def __init__(self, *, stable: bool | str = "end", eos: str = AUTO_EOS, margin: float = 3e-3,
                  max_factor: float = 100.0) -> None:
         if stable not in (True, False, "end"):
             raise ConstraintError(f"stable: expected True, False or 'end', found {stable!r}.")

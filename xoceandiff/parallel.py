@@ -398,7 +398,7 @@ def run_settings(plan: SamplingPlan, n: int, chunks: int) -> dict[str, Any]:
     ...                      options=SamplingOptions(seed=3))
     >>> settings = run_settings(plan, 4, 2)
     >>> settings["seed"], settings["constraints"], settings["dtype"], settings["n"], settings["chunks"]
-    (3, ["ZeroMean(stable='end', eos='auto', margin=0.01, max_factor=100)"], 'float32', 4, 2)
+    (3, ["ZeroMean(stable='end', eos='auto', margin=0.003, max_factor=100)"], 'float32', 4, 2)
     """
     from .version import __version__
 
