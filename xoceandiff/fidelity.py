@@ -67,9 +67,11 @@ from .diagnostics import (
     _S_UNITS,
     EosName,
     Metric,
+    _weighted_mean,
     dataset_eos,
     unstable_interfaces,
 )
+from .dynamics import RHO0
 from .eos import potential_density
 from .errors import GridMismatchError, InvalidDataError, MissingVariableError
 from .grid import grid_padding
@@ -734,29 +736,23 @@ def novelty(samples: xr.Dataset, reference: xr.Dataset, *, field: str = "toce") 
 
 
 def _area_anomaly(field: xr.DataArray, area: xr.DataArray) -> xr.DataArray:
-    """``field`` minus its ``area``-weighted mean over each horizontal plane (``area`` 0 off the ocean)."""
-    total = area.sum(HORIZONTAL_DIMS)
-    mean = (field.where(area > 0, 0.0) * area).sum(HORIZONTAL_DIMS) / total.where(total > 0)  # NaN on a land level
-    return field - mean
+    """``field`` minus its ``area``-weighted mean over each horizontal plane (NaN on a land level)."""
+    return field - _weighted_mean(field, area, HORIZONTAL_DIMS)
 
 
-def _unbalanced_ssh(ds: xr.Dataset, eos: str, area: xr.DataArray, thickness: xr.DataArray,
-                    level_area: xr.DataArray, rho0: float) -> tuple[xr.DataArray, xr.DataArray]:
+def _unbalanced_ssh(ds: xr.Dataset, eos: str, level_area: xr.DataArray, thickness: xr.DataArray,
+                    rho0: float) -> tuple[xr.DataArray, xr.DataArray]:
     """The RMS over the surface of the bottom-pressure anomaly and of the ssh anomaly (m), per record."""
+    area = level_area.isel({Z: 0})
     rho = _bare(potential_density(_field(ds, "toce"), _field(ds, "soce"), eos=eos))
     steric = (_area_anomaly(rho, level_area).where(level_area > 0, 0.0) * thickness).sum(Z) / rho0
     ssh = _area_anomaly(_field(ds, "ssh"), area)
     bottom = _area_anomaly(ssh + steric, area)
-    total = area.sum(HORIZONTAL_DIMS)
-
-    def rms(x: xr.DataArray) -> xr.DataArray:
-        return np.sqrt((x.where(area > 0, 0.0) ** 2 * area).sum(HORIZONTAL_DIMS) / total)
-
-    return rms(bottom), rms(ssh)
+    return (np.sqrt(_weighted_mean(x**2, area, HORIZONTAL_DIMS)) for x in (bottom, ssh))
 
 
 def ssh_balance(samples: xr.Dataset, reference: xr.Dataset, *, eos: EosName = "auto",
-                rho0: float = 1026.0) -> xr.Dataset:
+                rho0: float = RHO0) -> xr.Dataset:
     r"""Geostrophic consistency of ``ssh`` with the density field: how much sea surface the density leaves unbalanced.
 
     The hydrostatic pressure at the bottom of a column is :math:`g\,(\rho_0 \eta + \sum_k \rho_k e_{3t,k})`.
@@ -799,13 +795,11 @@ def ssh_balance(samples: xr.Dataset, reference: xr.Dataset, *, eos: EosName = "a
     if "ssh" not in samples.variables or "ssh" not in reference.variables:
         return xr.Dataset()
     eos = dataset_eos(reference, eos)
-    area = _bare(cell_area(reference)).where(_bare(ocean_mask(reference, "ssh")), 0.0)
-    ocean = _bare(ocean_mask(reference))
-    level_area = _bare(cell_area(reference)).where(ocean, 0.0)
-    thickness = _bare(grid_variable(reference, "e3t", "e3t_0")).astype(np.float64).where(ocean, 0.0)
+    level_area = _bare(cell_area(reference)).where(_bare(ocean_mask(reference)), 0.0)  # its top level: the surface's
+    thickness = _bare(grid_variable(reference, "e3t", "e3t_0")).astype(np.float64)
     out = {}
     for who, ds in (("samples", samples), ("data", reference)):
-        bottom, ssh = _unbalanced_ssh(ds, eos, area, thickness, level_area, rho0)
+        bottom, ssh = _unbalanced_ssh(ds, eos, level_area, thickness, rho0)
         rdim = record_dim(ds)
         out[f"ssh_balance_{who}"] = bottom.mean(rdim).assign_attrs(
             long_name=f"RMS bottom-pressure anomaly left by ssh and density, metres of water ({who}), mean over records",
@@ -838,8 +832,8 @@ def fidelity(samples: xr.Dataset, reference: xr.Dataset, *, eos: EosName = "auto
     -------
     xarray.Dataset
         The variables of :func:`spread_ratio`, :func:`gradient_variance_ratio`, :func:`range_violations`,
-        :func:`novelty`, :func:`density_errors_by_band`, :func:`ssh_balance` (where both sets have ``ssh``) and, when :mod:`xoceandiff.convection` is there,
-        :func:`convective_distance`; lazy (:func:`annotate_worst` names the worst out-of-range cell once
+        :func:`novelty`, :func:`density_errors_by_band`, :func:`ssh_balance` (where both sets have ``ssh``)
+        and, when :mod:`xoceandiff.convection` is there, :func:`convective_distance`; lazy (:func:`annotate_worst` names the worst out-of-range cell once
         computed).
 
     Examples

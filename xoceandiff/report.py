@@ -11,8 +11,8 @@ computation for all of them), plus each set's :func:`~xoceandiff.diagnostics.div
 - the per-record metrics as CSV (:meth:`Report.to_csv`, pandas) and NetCDF (:meth:`Report.to_netcdf`);
 - for every sample set on the reference's grid, its fidelity to the reference
   (:func:`xoceandiff.fidelity.fidelity`: spread, gradient-variance and convective-distance ratios, shares of
-  out-of-range cells and density errors by depth band, novelty, ssh balanced by the density) as a third table, "Fidelity", after the
-  other two (:meth:`Report.fidelity_table`; ``to_csv(table="fidelity")``; in ``metrics.nc``).
+  out-of-range cells and density errors by depth band, novelty, ssh balanced by the density) as a third
+  table, "Fidelity", after the other two (:meth:`Report.fidelity_table`; ``to_csv(table="fidelity")``; in ``metrics.nc``).
 
 Headers and units come from :data:`xoceandiff.diagnostics.METRICS` and
 :data:`xoceandiff.fidelity.FIDELITY_METRICS`. Files are written atomically.
